@@ -1,0 +1,209 @@
+// Package config owns Sigil's configuration: the structs a YAML file is
+// decoded into, their defaults, and all validation. Loading either returns a
+// complete, valid Config or an error naming the file, the key and what is
+// wrong; nothing downstream re-checks a value. Secrets are never inline: the
+// file names where to find them (a file path or an environment variable).
+//
+// config reads only the file it is given; flags and environment belong to
+// cmd/sigil. It imports nothing of Sigil's.
+package config
+
+import "time"
+
+// Config is the whole server configuration. Every field documents its
+// default, applied by Default and by Load for keys the file leaves out.
+type Config struct {
+	// TrustDomain is the SPIFFE trust domain, e.g. "example.org". Required.
+	TrustDomain string `yaml:"trust_domain"`
+	// DataDir holds the SQLite database, the TLS key of the HTTPS listener,
+	// the dev seal key and files written at init. Default "/var/lib/sigil".
+	DataDir string `yaml:"data_dir"`
+
+	Log     Log     `yaml:"log"`
+	Listen  Listen  `yaml:"listen"`
+	Storage Storage `yaml:"storage"`
+	Seal    Seal    `yaml:"seal"`
+	// HSM, when Module is set, holds the root CA key (and the pkcs11 seal's
+	// wrapping key). Default: no HSM; the root key is sealed under the barrier.
+	HSM HSM `yaml:"hsm"`
+	CA  CA  `yaml:"ca"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default "info".
+	Level string `yaml:"level"`
+	// Format is "text" or "json". Default "text".
+	Format string `yaml:"format"`
+}
+
+// Listen configures the listeners and the URLs put into certificates.
+type Listen struct {
+	// HTTPS is the address of the mTLS listener (admin API, later ACME and
+	// secrets). Default "127.0.0.1:8443".
+	HTTPS string `yaml:"https"`
+	// HTTP is the address of the public listener (CRL, OCSP, bundle,
+	// healthz, metrics). Default "127.0.0.1:8080".
+	HTTP string `yaml:"http"`
+	// PublicURL is the base URL of the public listener as relying parties
+	// reach it; OCSP, CRL and issuer URLs in every certificate are built from
+	// it. Default "http://" + HTTP.
+	PublicURL string `yaml:"public_url"`
+	// HTTPSURL is the base URL of the HTTPS listener as clients reach it.
+	// Default "https://" + HTTPS.
+	HTTPSURL string `yaml:"https_url"`
+	// ServerNames are the DNS names and IP addresses in the HTTPS listener's
+	// certificate. Default ["localhost", "127.0.0.1", "::1"] plus the host
+	// of HTTPSURL.
+	ServerNames []string `yaml:"server_names"`
+}
+
+// Storage selects and configures the backend.
+type Storage struct {
+	// Type is "sqlite" or "postgres". Default "sqlite".
+	Type   string `yaml:"type"`
+	SQLite SQLite `yaml:"sqlite"`
+	// Postgres is required when Type is "postgres".
+	Postgres Postgres `yaml:"postgres"`
+}
+
+// SQLite configures the embedded backend.
+type SQLite struct {
+	// Path of the database file. Default DataDir + "/sigil.db".
+	Path string `yaml:"path"`
+}
+
+// Postgres configures the HA backend.
+type Postgres struct {
+	// DSN is a libpq connection string or URL without a password, e.g.
+	// "postgres://sigil@db:5432/sigil?sslmode=verify-full". Required.
+	DSN string `yaml:"dsn"`
+	// PasswordFile, when set, is read at start and its trimmed content used
+	// as the password. Default: none (trust, peer or certificate auth).
+	PasswordFile string `yaml:"password_file"`
+	// MaxConns caps the connection pool. Default 10.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// Seal configures how the barrier's master key is protected.
+type Seal struct {
+	// Type is "shamir", "pkcs11" or "dev". Default "shamir".
+	Type   string     `yaml:"type"`
+	Shamir ShamirSeal `yaml:"shamir"`
+	PKCS11 PKCS11Seal `yaml:"pkcs11"`
+	Dev    DevSeal    `yaml:"dev"`
+}
+
+// ShamirSeal splits the master key into shares at init.
+type ShamirSeal struct {
+	// Shares is the number of shares made at init, 1 to 255. Default 5.
+	Shares int `yaml:"shares"`
+	// Threshold is how many shares unseal, 1 to Shares. Default 3.
+	Threshold int `yaml:"threshold"`
+}
+
+// PKCS11Seal wraps the master key with an AES-256 key in the HSM token
+// (the hsm section must be set); the server unseals itself at start.
+type PKCS11Seal struct {
+	// KeyLabel is the CKA_LABEL of the wrapping key, created at init.
+	// Default "sigil-seal".
+	KeyLabel string `yaml:"key_label"`
+}
+
+// DevSeal keeps the master key's wrapping key in a plain file. It protects
+// nothing against anyone who can read the data directory: development only.
+type DevSeal struct {
+	// KeyFile is created at init with mode 0600. Default DataDir + "/dev-seal.key".
+	KeyFile string `yaml:"key_file"`
+}
+
+// HSM configures a PKCS#11 token.
+type HSM struct {
+	// Module is the PKCS#11 library, e.g. "/usr/lib/softhsm/libsofthsm2.so".
+	// Empty means no HSM.
+	Module string `yaml:"module"`
+	// TokenLabel selects the token by CKA_LABEL. Required with Module.
+	TokenLabel string `yaml:"token_label"`
+	// PINFile is a file holding the user PIN. One of PINFile and PINEnv is
+	// required with Module.
+	PINFile string `yaml:"pin_file"`
+	// PINEnv names an environment variable holding the user PIN.
+	PINEnv string `yaml:"pin_env"`
+	// RootKeyLabel is the CKA_LABEL of the root CA key generated at init.
+	// Default "sigil-root".
+	RootKeyLabel string `yaml:"root_key_label"`
+}
+
+// CA configures the certificate authority.
+type CA struct {
+	// DNSDomains are the permitted DNS name constraints of the intermediate:
+	// leaves may carry these names and their subdomains only. Default
+	// ["localhost"].
+	DNSDomains []string `yaml:"dns_domains"`
+	// KeyType is the key type of the root and intermediates: "ec-p256" or
+	// "ec-p384". Default "ec-p256".
+	KeyType string `yaml:"key_type"`
+	// Root configures the self-signed root.
+	Root Root `yaml:"root"`
+	// Intermediate configures the issuing CA.
+	Intermediate Intermediate `yaml:"intermediate"`
+	// Leaf configures issued certificates.
+	Leaf Leaf `yaml:"leaf"`
+	// CRL configures revocation lists.
+	CRL CRL `yaml:"crl"`
+	// OCSP configures the responder.
+	OCSP OCSP `yaml:"ocsp"`
+}
+
+// Root configures the root certificate.
+type Root struct {
+	// CommonName of the root. Default "Sigil Root CA".
+	CommonName string `yaml:"common_name"`
+	// TTL is the root's lifetime. Default 87600h (10 years).
+	TTL Duration `yaml:"ttl"`
+}
+
+// Intermediate configures the issuing CA and its rotation.
+type Intermediate struct {
+	// CommonName of each intermediate. Default "Sigil Intermediate CA".
+	CommonName string `yaml:"common_name"`
+	// TTL is each intermediate's lifetime; at most Root.TTL. Default 2160h (90 days).
+	TTL Duration `yaml:"ttl"`
+	// RotateBefore: a new intermediate is made when the active one has less
+	// than this left; the old one stays in the bundle until it expires. Must
+	// be below TTL and at least Leaf.MaxTTL. Default 720h (30 days).
+	RotateBefore Duration `yaml:"rotate_before"`
+}
+
+// Leaf configures issued certificates.
+type Leaf struct {
+	// DefaultTTL applies when a request names none. Default 1h.
+	DefaultTTL Duration `yaml:"default_ttl"`
+	// MaxTTL caps every request; DefaultTTL must not exceed it. Default 24h.
+	MaxTTL Duration `yaml:"max_ttl"`
+}
+
+// CRL configures revocation lists.
+type CRL struct {
+	// Validity is nextUpdate - thisUpdate. Default 24h.
+	Validity Duration `yaml:"validity"`
+	// Refresh is how often CRLs are regenerated even without a revocation;
+	// below Validity. Default 1h.
+	Refresh Duration `yaml:"refresh"`
+}
+
+// OCSP configures the responder.
+type OCSP struct {
+	// Validity is nextUpdate - thisUpdate of each response. Default 24h.
+	Validity Duration `yaml:"validity"`
+	// RefreshBefore: a cached response is re-signed when less than this is
+	// left before its nextUpdate; below Validity. Default 12h.
+	RefreshBefore Duration `yaml:"refresh_before"`
+}
+
+// Duration is a time.Duration written in YAML as a Go duration string
+// ("90s", "1h30m", "720h").
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }

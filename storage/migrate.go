@@ -1,0 +1,141 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migration is one versioned schema change. Its statements are written
+// once with the dialect's type tokens ({blob}, {seq_pk}) and "?"
+// placeholders; where the dialects would need genuinely different SQL, the
+// difference belongs in the dialect, not in a second copy of the migration.
+type migration struct {
+	version int64
+	name    string
+	stmts   []string
+}
+
+// migrations is the schema history, in version order. Never edit an entry
+// that has shipped: append a new one.
+var migrations = []migration{
+	{
+		version: 1,
+		name:    "initial schema",
+		stmts: []string{
+			// The barrier's single row; id is always 1.
+			`CREATE TABLE barrier (
+				id INTEGER PRIMARY KEY CHECK (id = 1),
+				seal_type TEXT NOT NULL,
+				seal_config {blob} NOT NULL,
+				keyring {blob} NOT NULL,
+				generation BIGINT NOT NULL)`,
+			`CREATE TABLE sealed (
+				name TEXT PRIMARY KEY,
+				ciphertext {blob} NOT NULL)`,
+			// Timestamps are unix nanoseconds; NULL stands for the zero time.
+			`CREATE TABLE issuers (
+				id TEXT PRIMARY KEY,
+				kind TEXT NOT NULL,
+				cert_der {blob} NOT NULL,
+				key_ref TEXT NOT NULL,
+				not_before BIGINT,
+				not_after BIGINT,
+				created_at BIGINT)`,
+			`CREATE TABLE certificates (
+				seq {seq_pk},
+				serial TEXT NOT NULL UNIQUE,
+				issuer_id TEXT NOT NULL,
+				profile TEXT NOT NULL,
+				subject TEXT NOT NULL,
+				not_before BIGINT,
+				not_after BIGINT,
+				der {blob} NOT NULL,
+				revoked_at BIGINT,
+				revocation_reason INTEGER NOT NULL DEFAULT 0)`,
+			`CREATE INDEX certificates_issuer ON certificates (issuer_id, seq)`,
+			`CREATE INDEX certificates_revoked ON certificates (seq) WHERE revoked_at IS NOT NULL`,
+			`CREATE TABLE crl_numbers (
+				issuer_id TEXT PRIMARY KEY,
+				number BIGINT NOT NULL)`,
+			`CREATE TABLE crls (
+				issuer_id TEXT PRIMARY KEY,
+				number BIGINT NOT NULL,
+				this_update BIGINT,
+				next_update BIGINT,
+				der {blob} NOT NULL)`,
+		},
+	},
+}
+
+// LatestSchemaVersion is the highest schema version this binary knows.
+func LatestSchemaVersion() int64 { return migrations[len(migrations)-1].version }
+
+// migrate brings the schema up to LatestSchemaVersion, one transaction per
+// migration. Concurrent callers on one database are serialised (PostgreSQL
+// by an advisory transaction lock, SQLite by its single writer), so each
+// migration is applied exactly once.
+func (db *DB) migrate(ctx context.Context) error {
+	latest := LatestSchemaVersion()
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := db.lockMigrations(ctx, tx); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.q.createMigrations); err != nil {
+			return fmt.Errorf("creating schema_migrations: %w", err)
+		}
+		var current sql.NullInt64
+		if err := tx.QueryRowContext(ctx, db.q.maxVersion).Scan(&current); err != nil {
+			return fmt.Errorf("reading schema version: %w", err)
+		}
+		if current.Int64 > latest {
+			return fmt.Errorf("database is at schema version %d, this binary knows up to %d: %w",
+				current.Int64, latest, ErrSchemaTooNew)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range migrations {
+		if err := db.applyMigration(ctx, m); err != nil {
+			return fmt.Errorf("applying migration %d (%s): %w", m.version, m.name, err)
+		}
+	}
+	return nil
+}
+
+func (db *DB) applyMigration(ctx context.Context, m migration) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := db.lockMigrations(ctx, tx); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, db.q.hasVersion, m.version).Scan(&n); err != nil {
+			return fmt.Errorf("checking whether applied: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		for _, stmt := range m.stmts {
+			if _, err := tx.ExecContext(ctx, db.dialect.sql(stmt)); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, db.q.recordVersion, m.version, db.clock().UnixNano()); err != nil {
+			return fmt.Errorf("recording version: %w", err)
+		}
+		db.log.Info("applied schema migration", "backend", db.dialect.name, "version", m.version, "name", m.name)
+		return nil
+	})
+}
+
+func (db *DB) lockMigrations(ctx context.Context, tx *sql.Tx) error {
+	if db.dialect.migrationLock == "" {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, db.dialect.migrationLock); err != nil {
+		return fmt.Errorf("taking the migration lock: %w", err)
+	}
+	return nil
+}

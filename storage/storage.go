@@ -1,0 +1,174 @@
+// Package storage owns Sigil's persistent state: one interface of narrow,
+// purpose-named operations, with two implementations that share the SQL and
+// differ only in dialect: SQLite (the embedded default, one file in WAL mode)
+// and PostgreSQL (several Sigil servers sharing one database for HA).
+//
+// storage never interprets what it keeps: barrier-encrypted values arrive as
+// ciphertext and leave as ciphertext, and certificates are public data. It
+// must never log a stored value, and it never imports a protocol package or
+// anything above it. Schema changes are versioned migrations applied in order
+// at Open; a database from a newer Sigil is refused rather than guessed at.
+//
+// Consumers declare the subset of Store they use (ca.Store, barrier.Store);
+// the contract suite in storagetest runs against every backend.
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors that callers branch on with errors.Is.
+var (
+	// ErrNotFound: the named row does not exist.
+	ErrNotFound = errors.New("storage: not found")
+	// ErrConflict: a create found the row already present, or a
+	// compare-and-swap found a different generation than expected.
+	ErrConflict = errors.New("storage: conflict")
+	// ErrLocked: TryLock found the lock held by another holder.
+	ErrLocked = errors.New("storage: lock held elsewhere")
+	// ErrSchemaTooNew: the database was migrated by a newer Sigil.
+	ErrSchemaTooNew = errors.New("storage: database schema is newer than this binary")
+)
+
+// BarrierState is what the barrier persists about itself. SealConfig is an
+// opaque document owned by the barrier (seal type parameters, the wrapped
+// master key or the share verifiers); Keyring is the keyring encrypted under
+// the master key. Neither holds anything readable.
+type BarrierState struct {
+	SealType   string
+	SealConfig []byte
+	Keyring    []byte
+	// Generation counts keyring replacements; 1 after InitBarrier.
+	Generation int64
+}
+
+// Issuer is a CA certificate Sigil holds: the root, or one of the
+// intermediates (several overlap during rotation).
+type Issuer struct {
+	// ID is the lowercase hex SHA-256 of the certificate's SubjectPublicKeyInfo,
+	// truncated to 16 bytes; stable and safe to put in URLs.
+	ID string
+	// Kind is "root" or "intermediate".
+	Kind string
+	// CertDER is the issuer's certificate.
+	CertDER []byte
+	// KeyRef says where the private key lives: "pkcs11:<label>" for a key in
+	// the token, "barrier:<name>" for a key sealed under the barrier.
+	KeyRef    string
+	NotBefore time.Time
+	NotAfter  time.Time
+	CreatedAt time.Time
+}
+
+// Certificate is one issued leaf certificate.
+type Certificate struct {
+	// Seq is assigned by the store on insert, increasing in insert order.
+	Seq int64
+	// Serial is the lowercase hex of the serial number, without leading zeros.
+	Serial   string
+	IssuerID string
+	Profile  string
+	// Subject is a human-readable summary: the SPIFFE ID, or the DNS names
+	// and IP addresses joined with ",".
+	Subject   string
+	NotBefore time.Time
+	NotAfter  time.Time
+	DER       []byte
+	// RevokedAt is zero when the certificate is not revoked.
+	RevokedAt time.Time
+	// RevocationReason is an RFC 5280 CRLReason code; meaningful only when
+	// RevokedAt is set.
+	RevocationReason int
+}
+
+// Revoked reports whether the certificate has been revoked.
+func (c Certificate) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// CertificateFilter selects certificates for ListCertificates. The zero
+// value lists from the first certificate with the default limit.
+type CertificateFilter struct {
+	// IssuerID, when set, keeps only certificates from that issuer.
+	IssuerID string
+	// AfterSeq returns certificates with Seq > AfterSeq (pagination).
+	AfterSeq int64
+	// Limit caps the result; 0 means 100, and it is never above 1000.
+	Limit int
+	// RevokedOnly keeps only revoked certificates.
+	RevokedOnly bool
+	// ValidAt, when set, keeps only certificates with NotAfter after it.
+	ValidAt time.Time
+}
+
+// CRL is the latest revocation list published for an issuer.
+type CRL struct {
+	IssuerID   string
+	Number     int64
+	ThisUpdate time.Time
+	NextUpdate time.Time
+	DER        []byte
+}
+
+// Lock is a held cluster-wide lock. Release is idempotent.
+type Lock interface {
+	Release() error
+}
+
+// Store is Sigil's whole persistent state. Every method is safe for
+// concurrent use; every write is durable when the method returns nil.
+type Store interface {
+	// Backend names the implementation ("sqlite" or "postgres").
+	Backend() string
+	Close() error
+
+	// LoadBarrier returns the barrier's state, or ErrNotFound before
+	// initialisation.
+	LoadBarrier(ctx context.Context) (BarrierState, error)
+	// InitBarrier stores the first barrier state with Generation 1; it
+	// returns ErrConflict if the barrier is already initialised.
+	InitBarrier(ctx context.Context, st BarrierState) error
+	// UpdateKeyring replaces the encrypted keyring if, and only if, the
+	// stored generation equals prevGeneration; the generation becomes
+	// prevGeneration+1. A different stored generation is ErrConflict.
+	UpdateKeyring(ctx context.Context, prevGeneration int64, keyring []byte) error
+
+	// GetSealed returns the ciphertext stored under name, or ErrNotFound.
+	GetSealed(ctx context.Context, name string) ([]byte, error)
+	// PutSealed creates or replaces the ciphertext stored under name.
+	PutSealed(ctx context.Context, name string, ciphertext []byte) error
+
+	// PutIssuer creates or replaces an issuer by ID.
+	PutIssuer(ctx context.Context, iss Issuer) error
+	// ListIssuers returns every issuer, oldest NotBefore first.
+	ListIssuers(ctx context.Context) ([]Issuer, error)
+
+	// InsertCertificates records issued certificates in one transaction
+	// (all or none); a serial already present is ErrConflict. The Seq
+	// fields of the argument are ignored.
+	InsertCertificates(ctx context.Context, certs []Certificate) error
+	// GetCertificate returns the certificate with the serial, or ErrNotFound.
+	GetCertificate(ctx context.Context, serial string) (Certificate, error)
+	// ListCertificates returns certificates in Seq order.
+	ListCertificates(ctx context.Context, f CertificateFilter) ([]Certificate, error)
+	// RevokeCertificate marks a certificate revoked and returns it as now
+	// stored. ErrNotFound for an unknown serial; ErrConflict if it is
+	// already revoked (the stored revocation is left as it was).
+	RevokeCertificate(ctx context.Context, serial string, at time.Time, reason int) (Certificate, error)
+
+	// NextCRLNumber atomically increments and returns the issuer's CRL
+	// number; the first call for an issuer returns 1.
+	NextCRLNumber(ctx context.Context, issuerID string) (int64, error)
+	// PutCRL stores crl as the issuer's latest unless a CRL with a higher
+	// or equal number is already stored, in which case it returns
+	// ErrConflict and keeps the stored one.
+	PutCRL(ctx context.Context, crl CRL) error
+	// GetCRL returns the issuer's latest CRL, or ErrNotFound.
+	GetCRL(ctx context.Context, issuerID string) (CRL, error)
+
+	// TryLock takes the named cluster-wide lock without waiting, or returns
+	// ErrLocked. Under PostgreSQL it is a session advisory lock held on a
+	// dedicated connection, released when the holder's connection dies;
+	// under SQLite it is process-wide.
+	TryLock(ctx context.Context, name string) (Lock, error)
+}
