@@ -21,6 +21,8 @@ import (
 )
 
 // ErrAlreadyInitialized: Initialize found existing state.
+//
+//lint:ignore ST1005 Sigil is a proper noun and this text is shown to clients as is
 var ErrAlreadyInitialized = errors.New("Sigil is already initialized")
 
 // InitOptions tunes Initialize.

@@ -36,8 +36,10 @@ import (
 // Errors callers branch on.
 var (
 	// ErrSealed: the operation needs the barrier's keys and the server is sealed.
+	//lint:ignore ST1005 Sigil is a proper noun and this text is shown to clients as is
 	ErrSealed = errors.New("Sigil is sealed")
 	// ErrNotInitialized: nothing has been initialised in this storage yet.
+	//lint:ignore ST1005 Sigil is a proper noun and this text is shown to clients as is
 	ErrNotInitialized = errors.New("Sigil is not initialized; run 'sigil operator init'")
 )
 

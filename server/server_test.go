@@ -91,7 +91,11 @@ func TestNothingReadableOnDisk(t *testing.T) {
 		}
 		k := signer.(*ecdsa.PrivateKey)
 		der, _ := x509.MarshalPKCS8PrivateKey(k)
-		secrets = append(secrets, der, k.D.Bytes())
+		raw, err := k.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, der, raw)
 	}
 	if err := s.barrier.Put(t.Context(), "test/plain", []byte("this plaintext must never reach the disk")); err != nil {
 		t.Fatal(err)

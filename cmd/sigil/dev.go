@@ -94,12 +94,11 @@ func devCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res := &server.InitResult{}
 			if !st.Initialized {
-				if res, err = srv.Initialize(cmd.Context(), server.InitOptions{}); err != nil {
+				if _, err := srv.Initialize(cmd.Context(), server.InitOptions{}); err != nil {
 					return err
 				}
-			} else if err := refreshDevOperator(cmd, srv, abs, res); err != nil {
+			} else if err := refreshDevOperator(cmd, srv, abs); err != nil {
 				return err
 			}
 			l, err := srv.Listen()
@@ -138,7 +137,7 @@ func devCmd() *cobra.Command {
 
 // refreshDevOperator re-issues the dev operator certificate when less than
 // half of its life is left, so a reused dev dir keeps working.
-func refreshDevOperator(cmd *cobra.Command, srv *server.Server, dir string, res *server.InitResult) error {
+func refreshDevOperator(cmd *cobra.Command, srv *server.Server, dir string) error {
 	if _, err := srv.Authority(); err != nil {
 		return err
 	}
@@ -151,7 +150,7 @@ func refreshDevOperator(cmd *cobra.Command, srv *server.Server, dir string, res 
 			}
 		}
 	}
-	return srv.WriteOperatorIdentity(cmd.Context(), dir, res)
+	return srv.WriteOperatorIdentity(cmd.Context(), dir, &server.InitResult{})
 }
 
 func printDev(w io.Writer, i devInfo, took time.Duration) {

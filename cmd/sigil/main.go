@@ -55,16 +55,7 @@ func serverCmd() *cobra.Command {
 		Short: "Run a Sigil server",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(path)
-			if err != nil {
-				return err
-			}
-			log := newLogger(cfg.Log)
-			opts, err := resolveOptions(cfg, log)
-			if err != nil {
-				return err
-			}
-			srv, err := server.New(cmd.Context(), cfg, opts)
+			srv, cfg, err := openServer(cmd, path)
 			if err != nil {
 				return err
 			}
@@ -74,7 +65,7 @@ func serverCmd() *cobra.Command {
 				return err
 			}
 			if !st.Initialized {
-				log.Warn("Sigil is not initialised: stop it and run 'sigil operator init --config " + path + "'")
+				newLogger(cfg.Log).Warn("Sigil is not initialised: stop it and run 'sigil operator init --config " + path + "'")
 			}
 			l, err := srv.Listen()
 			if err != nil {
@@ -86,6 +77,21 @@ func serverCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&path, "config", "c", "", "path to the YAML config file (see config/sigil.example.yaml)")
 	cmd.MarkFlagRequired("config")
 	return cmd
+}
+
+// openServer loads the config file, reads the secrets it names and opens
+// the server (storage, token, seal) without listening.
+func openServer(cmd *cobra.Command, path string) (*server.Server, config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, cfg, err
+	}
+	opts, err := resolveOptions(cfg, newLogger(cfg.Log))
+	if err != nil {
+		return nil, cfg, err
+	}
+	srv, err := server.New(cmd.Context(), cfg, opts)
+	return srv, cfg, err
 }
 
 // resolveOptions reads the secrets the config refers to.

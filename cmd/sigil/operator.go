@@ -19,7 +19,9 @@ func operatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Initialise, unseal, seal and rotate a Sigil server"}
 	var cf clientFlags
 	cf.register(cmd)
-	cmd.AddCommand(initCmd(), unsealCmd(&cf), sealCmd(&cf), statusCmd(&cf), rotateCmd(&cf))
+	cmd.AddCommand(initCmd(), unsealCmd(&cf), rotateCmd(&cf),
+		sealStatusCmd(&cf, "seal", "Seal the server now: every key leaves memory; nothing is signed or served until unsealed", "PUT", "/v1/sys/seal"),
+		sealStatusCmd(&cf, "status", "Show whether the server is initialised and sealed", "GET", "/v1/sys/seal-status"))
 	return cmd
 }
 
@@ -60,16 +62,7 @@ func initCmd() *cobra.Command {
 		Short: "Initialise Sigil: seal, root CA, intermediate and operator identity (run once, before the first start)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(path)
-			if err != nil {
-				return err
-			}
-			log := newLogger(cfg.Log)
-			opts, err := resolveOptions(cfg, log)
-			if err != nil {
-				return err
-			}
-			srv, err := server.New(cmd.Context(), cfg, opts)
+			srv, cfg, err := openServer(cmd, path)
 			if err != nil {
 				return err
 			}
@@ -152,10 +145,11 @@ func readSecret(cmd *cobra.Command, prompt string) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
-func sealCmd(cf *clientFlags) *cobra.Command {
+// sealStatusCmd sends one request whose answer is the seal status, and prints it.
+func sealStatusCmd(cf *clientFlags, use, short, method, path string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "seal",
-		Short: "Seal the server now: every key leaves memory; nothing is signed or served until unsealed",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := cf.client()
@@ -163,27 +157,7 @@ func sealCmd(cf *clientFlags) *cobra.Command {
 				return err
 			}
 			var st sealStatus
-			if err := c.do(cmd.Context(), "PUT", "/v1/sys/seal", nil, &st); err != nil {
-				return err
-			}
-			st.print(cmd.OutOrStdout())
-			return nil
-		},
-	}
-}
-
-func statusCmd(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
-		Short: "Show whether the server is initialised and sealed",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			var st sealStatus
-			if err := c.do(cmd.Context(), "GET", "/v1/sys/seal-status", nil, &st); err != nil {
+			if err := c.do(cmd.Context(), method, path, nil, &st); err != nil {
 				return err
 			}
 			st.print(cmd.OutOrStdout())
