@@ -27,6 +27,31 @@ type Config struct {
 	// wrapping key). Default: no HSM; the root key is sealed under the barrier.
 	HSM HSM `yaml:"hsm"`
 	CA  CA  `yaml:"ca"`
+	// TransparencyLog configures the Merkle log that every issuance is
+	// appended to before it is handed out.
+	TransparencyLog TransparencyLog `yaml:"transparency_log"`
+}
+
+// TransparencyLog configures the Merkle log's checkpoints and its group
+// commit.
+type TransparencyLog struct {
+	// Origin is the first line of every checkpoint, naming the log. Empty
+	// means TrustDomain + "/sigil-log". Default "".
+	Origin string `yaml:"origin"`
+	// BatchSize caps how many entries one commit writes, 1 to 65536.
+	// Default 1024.
+	BatchSize int `yaml:"batch_size"`
+	// BatchDelay is how long a batch may wait to fill before it is
+	// committed, above 0 and at most 1s. Default 2ms.
+	BatchDelay Duration `yaml:"batch_delay"`
+}
+
+// LogOrigin returns the checkpoint origin line in force.
+func (c Config) LogOrigin() string {
+	if c.TransparencyLog.Origin != "" {
+		return c.TransparencyLog.Origin
+	}
+	return c.TrustDomain + "/sigil-log"
 }
 
 // Log configures structured logging.

@@ -38,6 +38,8 @@ const (
 	defaultCRLRefresh        = Duration(time.Hour)
 	defaultOCSPValidity      = Duration(24 * time.Hour)
 	defaultOCSPRefreshBefore = Duration(12 * time.Hour)
+	defaultLogBatchSize      = 1024
+	defaultLogBatchDelay     = Duration(2 * time.Millisecond)
 )
 
 // defaultServerNames are always in the default Listen.ServerNames.
@@ -107,6 +109,9 @@ func (c *Config) ApplyDefaults() {
 	setDuration(&ca.CRL.Refresh, defaultCRLRefresh)
 	setDuration(&ca.OCSP.Validity, defaultOCSPValidity)
 	setDuration(&ca.OCSP.RefreshBefore, defaultOCSPRefreshBefore)
+
+	setInt(&c.TransparencyLog.BatchSize, defaultLogBatchSize)
+	setDuration(&c.TransparencyLog.BatchDelay, defaultLogBatchDelay)
 }
 
 func setString(p *string, def string) {

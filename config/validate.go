@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -111,6 +112,21 @@ func (v *validator) config(c *Config) {
 	v.seal(&c.Seal, &c.HSM)
 	v.hsm(&c.HSM)
 	v.ca(&c.CA)
+	v.transparencyLog(&c.TransparencyLog)
+}
+
+func (v *validator) transparencyLog(t *TransparencyLog) {
+	if o := t.Origin; o != "" {
+		if len(o) > 255 || strings.ContainsFunc(o, func(r rune) bool { return r < 0x21 || r == 0x7f || r > 0x7e }) {
+			v.errorf("transparency_log.origin", nil, "%q must be 1 to 255 printable ASCII characters without spaces", o)
+		}
+	}
+	if t.BatchSize < 1 || t.BatchSize > 65536 {
+		v.errorf("transparency_log.batch_size", nil, "%d is not from 1 to 65536", t.BatchSize)
+	}
+	if d := t.BatchDelay.D(); d <= 0 || d > time.Second {
+		v.errorf("transparency_log.batch_delay", nil, "%v must be above 0 and at most 1s", d)
+	}
 }
 
 func (v *validator) listen(l *Listen) {
