@@ -354,7 +354,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		rand:       rnd,
 		publicURL:  publicURL,
 		dnsDomains: domains,
-		commit:     &committer{store: cfg.Store},
+		commit:     &committer{store: cfg.Store, arrived: make(chan struct{}, 1)},
 	}
 	a.ocsp = newResponder(a)
 	a.set.Store(newIssuerSet(nil))

@@ -52,6 +52,13 @@ type DB struct {
 	// locker takes TryLock's locks.
 	locker locker
 
+	// insertStmt is the single-row certificate insert, prepared once on
+	// the write pool and reused by every transaction, so a batch does not
+	// pay for compiling the statement again. Guarded by insertMu; nil
+	// until first used.
+	insertMu   sync.Mutex
+	insertStmt *sql.Stmt
+
 	mu        sync.Mutex
 	held      map[*heldLock]struct{}
 	closed    bool
@@ -117,6 +124,11 @@ func (db *DB) Close() error {
 			errs = append(errs, l.Release())
 		}
 		errs = append(errs, db.locker.close())
+		db.insertMu.Lock()
+		if db.insertStmt != nil {
+			errs = append(errs, db.insertStmt.Close())
+		}
+		db.insertMu.Unlock()
 		if db.read != db.write {
 			errs = append(errs, db.read.Close())
 		}
@@ -279,11 +291,19 @@ func (db *DB) InsertCertificates(ctx context.Context, certs []Certificate) error
 			revokedAt: times[2], reason: int64(c.RevocationReason),
 		}
 	}
-	return db.inTx(ctx, func(tx *sql.Tx) error {
-		if len(rows) > 1 && db.q.insertCertBatch != "" {
+	if len(rows) > 1 && db.q.insertCertBatch != "" {
+		return db.inTx(ctx, func(tx *sql.Tx) error {
 			return db.insertCertBatch(ctx, tx, rows)
-		}
-		return db.insertCertEach(ctx, tx, rows)
+		})
+	}
+	// Prepared before the transaction: under SQLite the write pool is one
+	// connection, which the transaction holds.
+	prepared, err := db.preparedInsert(ctx)
+	if err != nil {
+		return err
+	}
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		return db.insertCertEach(ctx, tx, prepared, rows)
 	})
 }
 
@@ -296,20 +316,11 @@ type certRow struct {
 }
 
 // insertCertEach inserts rows one statement each.
-func (db *DB) insertCertEach(ctx context.Context, tx *sql.Tx, rows []certRow) error {
-	exec := tx.ExecContext
-	if len(rows) > 1 {
-		stmt, err := tx.PrepareContext(ctx, db.q.insertCert)
-		if err != nil {
-			return fmt.Errorf("preparing certificate insert: %w", err)
-		}
-		defer stmt.Close()
-		exec = func(ctx context.Context, _ string, args ...any) (sql.Result, error) {
-			return stmt.ExecContext(ctx, args...)
-		}
-	}
+func (db *DB) insertCertEach(ctx context.Context, tx *sql.Tx, prepared *sql.Stmt, rows []certRow) error {
+	stmt := tx.StmtContext(ctx, prepared)
+	defer stmt.Close()
 	for _, r := range rows {
-		res, err := exec(ctx, db.q.insertCert, r.serial, r.issuerID, r.profile, r.subject,
+		res, err := stmt.ExecContext(ctx, r.serial, r.issuerID, r.profile, r.subject,
 			r.notBefore, r.notAfter, r.der, r.revokedAt, r.reason)
 		if err != nil {
 			return fmt.Errorf("inserting certificate %s: %w", r.serial, err)
@@ -319,6 +330,21 @@ func (db *DB) insertCertEach(ctx context.Context, tx *sql.Tx, rows []certRow) er
 		}
 	}
 	return nil
+}
+
+// preparedInsert returns the shared single-row insert statement, preparing
+// it on first use. It must not be called inside a write transaction.
+func (db *DB) preparedInsert(ctx context.Context) (*sql.Stmt, error) {
+	db.insertMu.Lock()
+	defer db.insertMu.Unlock()
+	if db.insertStmt == nil {
+		stmt, err := db.write.PrepareContext(ctx, db.q.insertCert)
+		if err != nil {
+			return nil, fmt.Errorf("preparing certificate insert: %w", err)
+		}
+		db.insertStmt = stmt
+	}
+	return db.insertStmt, nil
 }
 
 // insertCertBatch inserts rows in one statement, each column passed as an
