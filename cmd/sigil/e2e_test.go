@@ -6,6 +6,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -18,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 )
 
 var (
@@ -257,6 +262,7 @@ func TestDevIssueVerifyRevoke(t *testing.T) {
 	}
 	ocspCheck(good, "good")
 	ocspCheck(bad, "good")
+	ocspGET(t, info.HTTPURL, good, ocsp.Good)
 
 	out = run(t, true, env, bin, "ca", "revoke", "--serial", badSerial, "--reason", "keyCompromise")
 	if !strings.Contains(out, "keyCompromise") {
@@ -457,4 +463,95 @@ func TestConfigErrorsAtStart(t *testing.T) {
 			t.Errorf("config error lacks %q: %s", want, out)
 		}
 	}
+}
+
+// ocspGET asks by GET (RFC 6960 A.1, base64 in the path) and checks the
+// status, the signature and the caching headers.
+func ocspGET(t *testing.T, httpURL, dir string, want int) {
+	t.Helper()
+	leaf, err := readCert(filepath.Join(dir, "cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := readCert(filepath.Join(dir, "chain.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := ocsp.CreateRequest(leaf, issuer, &ocsp.RequestOptions{Hash: crypto.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(httpURL + "/ocsp/" + base64.StdEncoding.EncodeToString(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	if resp.Header.Get("Content-Type") != "application/ocsp-response" || !strings.Contains(resp.Header.Get("Cache-Control"), "max-age=") {
+		t.Fatalf("OCSP GET headers: %v", resp.Header)
+	}
+	parsed, err := ocsp.ParseResponseForCert(body.Bytes(), leaf, issuer)
+	if err != nil {
+		t.Fatalf("OCSP GET response: %v", err)
+	}
+	if parsed.Status != want {
+		t.Fatalf("OCSP GET status %d, want %d", parsed.Status, want)
+	}
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return firstCert(b)
+}
+
+// TestDevSoftHSM: `sigil dev --hsm softhsm` keeps the root key and the seal
+// key in a SoftHSM2 token; pkcs11-tool sees them sensitive and never
+// extractable, and a restart unseals from the token by itself.
+func TestDevSoftHSM(t *testing.T) {
+	need(t, "softhsm2-util", "softhsm2")
+	tool := need(t, "pkcs11-tool", "opensc")
+	dir := t.TempDir()
+	p, info := startDev(t, dir, "--hsm", "softhsm")
+	run(t, true, info.env(), sigilBinary(t), "ca", "issue", "--spiffe-id", "spiffe://sigil.test/hsm", "--out-dir", filepath.Join(dir, "leaf"))
+	p.stop(t)
+
+	pin, err := os.ReadFile(filepath.Join(dir, "softhsm", "pin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	module := ""
+	for _, m := range []string{"/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"} {
+		if _, err := os.Stat(m); err == nil {
+			module = m
+			break
+		}
+	}
+	out := run(t, true, []string{"SOFTHSM2_CONF=" + filepath.Join(dir, "softhsm", "softhsm2.conf")}, tool,
+		"--module", module, "--token-label", "sigil-dev", "--login", "--pin", strings.TrimSpace(string(pin)), "--list-objects")
+	// pkcs11-tool prints one block per object; check the private and
+	// secret keys, not the root's public half.
+	blocks := regexp.MustCompile(`(?m)^(Private|Secret) Key Object[^\n]*\n(?:  [^\n]*\n?)*`).FindAllString(out, -1)
+	for _, label := range []string{"sigil-root", "sigil-seal"} {
+		found := false
+		for _, b := range blocks {
+			if !strings.Contains(b, "label:      "+label+"\n") {
+				continue
+			}
+			found = true
+			access := regexp.MustCompile(`Access:\s+([^\n]*)`).FindStringSubmatch(b)
+			if access == nil || !strings.Contains(access[1], "sensitive") || !strings.Contains(access[1], "never extractable") {
+				t.Fatalf("%s access: %v\n%s", label, access, out)
+			}
+		}
+		if !found {
+			t.Fatalf("no private or secret key %s in the token:\n%s", label, out)
+		}
+	}
+	// The pkcs11 seal unseals at start: the server is ready without shares.
+	_, info = startDev(t, dir, "--hsm", "softhsm")
+	run(t, true, info.env(), sigilBinary(t), "ca", "list")
 }
