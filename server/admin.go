@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -18,6 +19,7 @@ import (
 	"github.com/sigil-pki/sigil/barrier"
 	"github.com/sigil-pki/sigil/ca"
 	"github.com/sigil-pki/sigil/storage"
+	"github.com/sigil-pki/sigil/tlog"
 )
 
 // maxAdminBody bounds admin request bodies.
@@ -40,6 +42,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("POST /v1/ca/revoke", s.operator(s.handleRevoke))
 	mux.Handle("GET /v1/ca/certs", s.operator(s.handleListCerts))
 	mux.Handle("POST /v1/ca/rotate", s.operator(s.handleRotateIntermediate))
+	mux.Handle("GET /log/", s.logHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, http.StatusNotFound, "no handler for "+r.Method+" "+r.URL.Path)
 	})
@@ -173,6 +176,10 @@ func DecodeShare(s string) ([]byte, error) {
 }
 
 func (s *Server) handleSeal(w http.ResponseWriter, r *http.Request) {
+	if err := s.audit(r.Context(), tlog.Entry{Kind: "operator.seal"}); err != nil && !errors.Is(err, ErrSealed) {
+		s.writeAdminError(w, err)
+		return
+	}
 	s.Seal()
 	s.log.Warn("sealed by operator request", "spiffe_id", Caller(r.Context()))
 	s.handleSealStatus(w, r)
@@ -305,6 +312,11 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.revoked.Inc()
+	if err := s.audit(r.Context(), tlog.Entry{Kind: tlog.KindCertRevoke, Subject: tlog.Subject{
+		Serial: rec.Serial, CertSHA256: sha256.Sum256(rec.DER), Detail: ReasonName(reason)}}); err != nil {
+		s.writeAdminError(w, err)
+		return
+	}
 	s.log.Info("certificate revoked", "serial", rec.Serial, "reason", reason, "spiffe_id", Caller(r.Context()))
 	writeJSON(w, http.StatusOK, certJSON(rec))
 }

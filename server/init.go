@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sigil-pki/sigil/ca"
+	"github.com/sigil-pki/sigil/tlog"
 )
 
 // ErrAlreadyInitialized: Initialize found existing state.
@@ -104,6 +105,10 @@ func (s *Server) Initialize(ctx context.Context, o InitOptions) (*InitResult, er
 		return nil, err
 	}
 	if err := s.WriteOperatorIdentity(ctx, out, res); err != nil {
+		return nil, err
+	}
+	if err := s.audit(ctx, tlog.Entry{Kind: tlog.KindOperatorInit, Actor: "operator",
+		Subject: tlog.Subject{Detail: fmt.Sprintf("seal=%s root_in_hsm=%t", s.cfg.Seal.Type, s.token != nil)}}); err != nil {
 		return nil, err
 	}
 	s.log.Info("Sigil initialised", "seal", s.cfg.Seal.Type, "root_in_hsm", s.token != nil)

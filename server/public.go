@@ -29,6 +29,7 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("GET /ca/{file}", s.handleIssuerCert)
 	mux.HandleFunc("GET /bundle", s.handleBundlePEM)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.Handle("GET /log/", s.logHandler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return s.countRequests("http", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// OCSP GET requests carry base64 in the path, which may contain "//";

@@ -31,6 +31,7 @@ import (
 	"github.com/sigil-pki/sigil/config"
 	"github.com/sigil-pki/sigil/hsm"
 	"github.com/sigil-pki/sigil/storage"
+	"github.com/sigil-pki/sigil/tlog"
 )
 
 // Errors callers branch on.
@@ -69,9 +70,12 @@ type Server struct {
 
 	mu        sync.Mutex // guards the fields below and lifecycle transitions
 	authority *ca.Authority
-	stopBG    context.CancelFunc
-	bgDone    chan struct{}
-	tls       *tlsHolder
+	tlog      *tlog.Log
+	// logVerifier is the note verifier key of the log's checkpoints.
+	logVerifier string
+	stopBG      context.CancelFunc
+	bgDone      chan struct{}
+	tls         *tlsHolder
 }
 
 // New opens storage and the HSM token and, when the seal allows it,
@@ -149,10 +153,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 
 // Close stops background work and releases storage and the token.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.stopBackgroundLocked()
-	s.mu.Unlock()
-	s.barrier.Seal()
+	s.Seal()
 	var errs []error
 	if s.token != nil {
 		errs = append(errs, s.token.Close())
@@ -196,23 +197,34 @@ func (s *Server) autoUnseal(ctx context.Context) error {
 	if err := s.barrier.UnsealWrapped(ctx, w); err != nil {
 		return fmt.Errorf("unsealing with the %s seal: %w", s.cfg.Seal.Type, err)
 	}
-	return s.afterUnseal(ctx)
+	if err := s.afterUnseal(ctx); err != nil {
+		return err
+	}
+	return s.audit(ctx, tlog.Entry{Kind: tlog.KindOperatorUnseal, Subject: tlog.Subject{Detail: s.cfg.Seal.Type + " seal, at start"}})
 }
 
-// afterUnseal loads the CA and starts the work that needs keys.
+// afterUnseal starts the transparency log, loads the CA and starts the
+// work that needs keys. Every certificate from here on is logged before it
+// is handed out.
 func (s *Server) afterUnseal(ctx context.Context) error {
+	l, verifier, err := s.openLog(ctx)
+	if err != nil {
+		s.barrier.Seal()
+		return fmt.Errorf("opening the transparency log: %w", err)
+	}
 	auth, err := ca.New(ctx, s.caConfig())
 	if err != nil {
+		l.Close()
 		s.barrier.Seal()
 		return fmt.Errorf("loading the certificate authority: %w", err)
 	}
+	s.mu.Lock()
+	s.tlog, s.logVerifier, s.authority = l, verifier, auth
+	s.startBackgroundLocked()
+	s.mu.Unlock()
 	if err := s.ensureTLS(ctx, auth); err != nil {
 		s.log.Error("issuing the HTTPS certificate", "err", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.authority = auth
-	s.startBackgroundLocked()
 	s.metrics.sealed.Set(0)
 	s.log.Info("Sigil is unsealed")
 	return nil
@@ -223,6 +235,7 @@ func (s *Server) caConfig() ca.Config {
 	return ca.Config{
 		Store:                  s.store,
 		Keys:                   s.keys,
+		Recorder:               recorder{s},
 		TrustDomain:            s.cfg.TrustDomain,
 		DNSDomains:             c.DNSDomains,
 		PublicURL:              s.cfg.Listen.PublicURL,
@@ -279,6 +292,9 @@ func (s *Server) SubmitShare(ctx context.Context, share []byte) (barrier.Status,
 			if err := s.afterUnseal(ctx); err != nil {
 				return st, err
 			}
+			if err := s.audit(ctx, tlog.Entry{Kind: tlog.KindOperatorUnseal, Actor: "operator", Subject: tlog.Subject{Detail: "shamir seal, threshold of shares given"}}); err != nil {
+				return st, err
+			}
 		}
 	}
 	return s.barrier.Status(ctx)
@@ -290,10 +306,21 @@ func (s *Server) Seal() {
 	s.mu.Lock()
 	s.stopBackgroundLocked()
 	s.authority = nil
+	l := s.tlog
+	s.tlog, s.logVerifier = nil, ""
 	s.mu.Unlock()
+	if l != nil {
+		// Entries already accepted are committed before the log closes.
+		if err := l.Close(); err != nil {
+			s.log.Error("closing the transparency log", "err", err)
+		}
+	}
+	wasSealed := s.barrier.Sealed()
 	s.barrier.Seal()
 	s.metrics.sealed.Set(1)
-	s.log.Warn("Sigil is sealed")
+	if !wasSealed {
+		s.log.Warn("Sigil is sealed")
+	}
 }
 
 // RotateBarrier adds a keyring term.
@@ -306,6 +333,9 @@ func (s *Server) RotateBarrier(ctx context.Context) (uint32, error) {
 		return 0, err
 	}
 	s.log.Info("barrier keyring rotated", "term", term)
+	if err := s.audit(ctx, tlog.Entry{Kind: tlog.KindOperatorRotate, Subject: tlog.Subject{Detail: fmt.Sprintf("barrier keyring term %d", term)}}); err != nil {
+		return term, err
+	}
 	return term, nil
 }
 

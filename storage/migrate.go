@@ -66,6 +66,25 @@ var migrations = []migration{
 				der {blob} NOT NULL)`,
 		},
 	},
+	{
+		version: 2,
+		name:    "transparency log",
+		stmts: []string{
+			// The log's single state row; id is always 1. size 0 with an
+			// empty checkpoint is the log before its first append.
+			`CREATE TABLE tlog_state (
+				id INTEGER PRIMARY KEY CHECK (id = 1),
+				size BIGINT NOT NULL,
+				checkpoint {blob} NOT NULL)`,
+			`INSERT INTO tlog_state (id, size, checkpoint) VALUES (1, 0, CAST('' AS {blob}))`,
+			// Hash tiles and entry bundles by their tlog-tiles path without
+			// the partial suffix; width is 1..256, the widest written.
+			`CREATE TABLE tlog_tiles (
+				path TEXT PRIMARY KEY,
+				width INTEGER NOT NULL CHECK (width BETWEEN 1 AND 256),
+				data {blob} NOT NULL)`,
+		},
+	},
 }
 
 // LatestSchemaVersion is the highest schema version this binary knows.

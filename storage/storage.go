@@ -171,4 +171,46 @@ type Store interface {
 	// dedicated connection, released when the holder's connection dies;
 	// under SQLite it is process-wide.
 	TryLock(ctx context.Context, name string) (Lock, error)
+
+	// The transparency log: one log per database, kept as its state (size
+	// and latest signed checkpoint) and its tiles.
+
+	// LoadLogState returns the log's size and latest checkpoint; before the
+	// first append it is the zero LogState, not an error.
+	LoadLogState(ctx context.Context) (LogState, error)
+	// AppendLog advances the log from prevSize to b.Size in one
+	// transaction: if the stored size is not prevSize it returns
+	// ErrConflict and writes nothing; otherwise it writes every tile of b
+	// (a tile replaces the stored one at its path only if it is wider, so a
+	// partial tile grows into a full one and never shrinks) and the new
+	// state. b.Size must exceed prevSize. Either all of b is durable or
+	// none of it is visible.
+	AppendLog(ctx context.Context, prevSize int64, b LogBatch) error
+	// GetLogTile returns the widest tile stored at path (a tlog-tiles path
+	// without the partial suffix), or ErrNotFound.
+	GetLogTile(ctx context.Context, path string) (LogTile, error)
+}
+
+// LogState is the transparency log's head. Checkpoint is the signed note
+// for Size, empty while Size is 0.
+type LogState struct {
+	Size       int64
+	Checkpoint []byte
+}
+
+// LogBatch is what one AppendLog writes: the new state and the tiles and
+// entry bundles that changed.
+type LogBatch struct {
+	Size       int64
+	Checkpoint []byte
+	Tiles      []LogTile
+}
+
+// LogTile is one hash tile or entry bundle. Path is its tlog-tiles path
+// without the partial suffix, e.g. "tile/0/x001/234" or "tile/entries/x001";
+// Width is how many hashes or entries Data holds, 1..256.
+type LogTile struct {
+	Path  string
+	Width int
+	Data  []byte
 }

@@ -33,6 +33,7 @@ type devInfo struct {
 	OperatorCert string `json:"operator_cert"`
 	OperatorKey  string `json:"operator_key"`
 	OperatorID   string `json:"operator_id"`
+	LogPublicKey string `json:"log_public_key"`
 	Seal         string `json:"seal"`
 	HSM          string `json:"hsm"`
 	DataDir      string `json:"data_dir"`
@@ -105,6 +106,10 @@ func devCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			logKey, err := srv.LogVerifierKey()
+			if err != nil {
+				return err
+			}
 			info := devInfo{
 				TrustDomain:  cfg.TrustDomain,
 				HTTPSURL:     cfg.Listen.HTTPSURL,
@@ -114,6 +119,7 @@ func devCmd() *cobra.Command {
 				OperatorCert: filepath.Join(abs, "operator.pem"),
 				OperatorKey:  filepath.Join(abs, "operator-key.pem"),
 				OperatorID:   srv.OperatorID(),
+				LogPublicKey: logKey,
 				Seal:         cfg.Seal.Type,
 				HSM:          hsmMode,
 				DataDir:      abs,
@@ -180,12 +186,14 @@ Then try:
   openssl verify -CAfile %s -untrusted /tmp/demo/chain.pem /tmp/demo/cert.pem
   openssl ocsp -issuer /tmp/demo/chain.pem -cert /tmp/demo/cert.pem -url %s/ocsp -CAfile %s
   sigil ca revoke --serial $(openssl x509 -in /tmp/demo/cert.pem -noout -serial | cut -d= -f2) --reason keyCompromise
+  export SIGIL_LOG_KEY='%s'
+  sigil log verify --cert /tmp/demo/cert.pem
   curl -s %s/healthz; curl -s %s/metrics | grep sigil_
 
 Press Ctrl-C to stop; 'sigil dev --data-dir %s' picks up where it left off.
 `, took.Round(time.Millisecond), warn, i.TrustDomain, i.HTTPSURL, i.HTTPURL, i.DataDir,
 		i.HTTPSURL, i.RootCA, i.OperatorCert, i.OperatorKey,
-		i.TrustDomain, i.RootCA, i.HTTPURL, i.RootCA, i.HTTPURL, i.HTTPURL, i.DataDir)
+		i.TrustDomain, i.RootCA, i.HTTPURL, i.RootCA, i.LogPublicKey, i.HTTPURL, i.HTTPURL, i.DataDir)
 }
 
 // devSoftHSM prepares a SoftHSM2 token inside the data dir and returns the

@@ -81,6 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		run(t, "ExclusiveUntilReleased", testLockExclusive)
 		run(t, "ConcurrentTryLock", testLockConcurrent)
 	})
+	runLog(t, run)
 }
 
 // t0 has every digit of nanosecond precision in use.
