@@ -29,28 +29,41 @@ import (
 // request; tryLater before Bootstrap; internalError when the store or the
 // signer fails. See the package documentation for the caching model.
 func (a *Authority) OCSP(ctx context.Context, request []byte) []byte {
+	return a.RespondOCSP(ctx, request).DER
+}
+
+// OCSPAnswer is a response to send and, for a signed one, its validity
+// window (for HTTP caching headers); the times are zero for unsigned error
+// responses.
+type OCSPAnswer struct {
+	DER                    []byte
+	ThisUpdate, NextUpdate time.Time
+}
+
+// RespondOCSP is OCSP with the response's validity window.
+func (a *Authority) RespondOCSP(ctx context.Context, request []byte) OCSPAnswer {
 	req, err := parseOCSPRequest(request)
 	if err != nil {
 		a.log.Debug("malformed OCSP request", "err", err)
-		return ocsp.MalformedRequestErrorResponse
+		return OCSPAnswer{DER: ocsp.MalformedRequestErrorResponse}
 	}
 	now := a.now()
 	e, err := a.ocsp.response(ctx, a.set.Load(), req, now)
 	if errors.Is(err, ErrNotInitialized) {
-		return ocsp.TryLaterErrorResponse
+		return OCSPAnswer{DER: ocsp.TryLaterErrorResponse}
 	}
 	if err != nil {
 		a.log.Error("answering an OCSP request", "serial", Serial(req.serial), "err", err)
-		return ocsp.InternalErrorErrorResponse
+		return OCSPAnswer{DER: ocsp.InternalErrorErrorResponse}
 	}
 	if req.nonce != nil && a.ocsp.limiter.allow(now) {
 		der, err := a.ocsp.signWithNonce(e, req.nonce, now)
 		if err == nil {
-			return der
+			return OCSPAnswer{DER: der, ThisUpdate: now, NextUpdate: now.Add(a.cfg.OCSPValidity)}
 		}
 		a.log.Error("signing an OCSP response with a nonce", "serial", Serial(req.serial), "err", err)
 	}
-	return e.der
+	return OCSPAnswer{DER: e.der, ThisUpdate: e.nextUpdate.Add(-a.cfg.OCSPValidity), NextUpdate: e.nextUpdate}
 }
 
 // OIDs of the OCSP request.

@@ -10,7 +10,7 @@ out=${BENCH_OUT:-/dev/stdout}
 echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(go version | cut -d' ' -f3)" >"$out"
 
 echo "## issuance (go test -bench, -cpu 1,2)" >>"$out"
-go test -run '^$' -bench 'BenchmarkRawCreateCertificate|BenchmarkIssue' -benchtime 2s -cpu 1,2 ./ca | grep -E '^Benchmark|^ok' >>"$out"
+go test -run '^$' -bench 'BenchmarkRawCreateCertificate|BenchmarkIssue' -benchtime 3s ./ca ./server | grep -E '^Benchmark|^ok' >>"$out"
 
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 go build -o bin/sigil ./cmd/sigil
@@ -35,3 +35,6 @@ req=$(base64 -w0 "$dir/req.der")
 curl -fs -o /dev/null "http://127.0.0.1:18080/ocsp/$req"   # warm the cache: the one signature
 echo "## OCSP GET from cache: wrk -t1 -c32 -d10s (wrk shares the 2 cores)" >>"$out"
 wrk -t1 -c32 -d10s "http://127.0.0.1:18080/ocsp/$req" | grep -E 'Requests/sec|Latency|requests in' >>"$out"
+
+echo "## transparency log appends (SQLite and PostgreSQL)" >>"$out"
+go test -run '^$' -bench 'BenchmarkAppend$' -benchtime 20000x ./tlog | grep -E '^Benchmark' >>"$out"

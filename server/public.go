@@ -11,9 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/sigil-pki/sigil/ca"
 	"github.com/sigil-pki/sigil/storage"
 )
 
@@ -50,7 +52,7 @@ func (s *Server) handleOCSP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxOCSPRequest+1))
 		if err != nil || len(b) > maxOCSPRequest {
-			writeOCSP(w, ocsp.MalformedRequestErrorResponse, false)
+			writeOCSPAnswer(w, ca.OCSPAnswer{DER: ocsp.MalformedRequestErrorResponse})
 			return
 		}
 		req = b
@@ -65,7 +67,7 @@ func (s *Server) handleOCSP(w http.ResponseWriter, r *http.Request) {
 			b, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
 		}
 		if err != nil {
-			writeOCSP(w, ocsp.MalformedRequestErrorResponse, false)
+			writeOCSPAnswer(w, ca.OCSPAnswer{DER: ocsp.MalformedRequestErrorResponse})
 			return
 		}
 		req = b
@@ -77,29 +79,30 @@ func (s *Server) handleOCSP(w http.ResponseWriter, r *http.Request) {
 	auth, err := s.Authority()
 	if err != nil {
 		// Sealed: sign nothing; RFC 6960's tryLater is unsigned.
-		writeOCSP(w, ocsp.TryLaterErrorResponse, false)
+		writeOCSPAnswer(w, ca.OCSPAnswer{DER: ocsp.TryLaterErrorResponse})
 		return
 	}
 	s.metrics.ocsp.Inc()
-	writeOCSP(w, auth.OCSP(r.Context(), req), r.Method == http.MethodGet)
+	ans := auth.RespondOCSP(r.Context(), req)
+	if r.Method != http.MethodGet {
+		ans.NextUpdate = time.Time{} // POST answers are not cacheable
+	}
+	writeOCSPAnswer(w, ans)
 }
 
-func writeOCSP(w http.ResponseWriter, resp []byte, cacheable bool) {
+// writeOCSPAnswer sends a response with caching headers derived from its
+// validity window (RFC 5019 section 6), or no-store without one.
+func writeOCSPAnswer(w http.ResponseWriter, ans ca.OCSPAnswer) {
 	h := w.Header()
 	h.Set("Content-Type", "application/ocsp-response")
-	if cacheable {
-		if parsed, err := ocsp.ParseResponse(resp, nil); err == nil && !parsed.NextUpdate.IsZero() {
-			maxAge := int(time.Until(parsed.NextUpdate).Seconds())
-			if maxAge > 0 {
-				h.Set("Cache-Control", "public, max-age="+strconv.Itoa(maxAge)+", no-transform, must-revalidate")
-				h.Set("Last-Modified", parsed.ThisUpdate.UTC().Format(http.TimeFormat))
-				h.Set("Expires", parsed.NextUpdate.UTC().Format(http.TimeFormat))
-			}
-		}
+	if maxAge := int(time.Until(ans.NextUpdate).Seconds()); !ans.NextUpdate.IsZero() && maxAge > 0 {
+		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(maxAge)+", no-transform, must-revalidate")
+		h.Set("Last-Modified", ans.ThisUpdate.UTC().Format(http.TimeFormat))
+		h.Set("Expires", ans.NextUpdate.UTC().Format(http.TimeFormat))
 	} else {
 		h.Set("Cache-Control", "no-store")
 	}
-	w.Write(resp)
+	w.Write(ans.DER)
 }
 
 func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
@@ -237,14 +240,18 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 func (s *Server) countRequests(listener string, h http.Handler) http.Handler {
-	classes := [6]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+	// Resolve the label sets once, not per request.
+	var byClass [6]prometheus.Counter
+	for i, class := range [6]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"} {
+		byClass[i] = s.metrics.requests.WithLabelValues(listener, class)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(rec, r)
-		class := classes[0]
-		if c := rec.code / 100; c >= 1 && c <= 5 {
-			class = classes[c]
+		c := rec.code / 100
+		if c < 1 || c > 5 {
+			c = 0
 		}
-		s.metrics.requests.WithLabelValues(listener, class).Inc()
+		byClass[c].Inc()
 	})
 }

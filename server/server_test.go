@@ -25,7 +25,7 @@ import (
 	"github.com/sigil-pki/sigil/storage/storagetest"
 )
 
-func testConfig(t *testing.T, seal string) config.Config {
+func testConfig(t testing.TB, seal string) config.Config {
 	t.Helper()
 	var cfg config.Config
 	cfg.TrustDomain = "example.org"
