@@ -97,12 +97,14 @@ the code that built the tree.`,
 			fmt.Fprintf(out, "Checkpoint    %s, size %d, root %s (signature OK)\n", cp.Origin, cp.Size, base64.StdEncoding.EncodeToString(cp.Root[:]))
 
 			var prev logState
-			if b, err := os.ReadFile(statePath); err == nil {
-				if err := json.Unmarshal(b, &prev); err != nil {
-					return fmt.Errorf("state file %s: %w", statePath, err)
+			if statePath != "" {
+				if b, err := os.ReadFile(statePath); err == nil {
+					if err := json.Unmarshal(b, &prev); err != nil {
+						return fmt.Errorf("state file %s: %w", statePath, err)
+					}
+				} else if !errors.Is(err, os.ErrNotExist) {
+					return err
 				}
-			} else if !errors.Is(err, os.ErrNotExist) {
-				return err
 			}
 			if prev.Size > 0 {
 				if err := checkConsistency(cmd, c, prev, cp); err != nil {
@@ -131,7 +133,7 @@ the code that built the tree.`,
 					return fmt.Errorf("entry %d: %w", index, err)
 				}
 				if err := proof.VerifyInclusion(rfc6962.DefaultHasher, uint64(index), uint64(cp.Size), leaf, hashes, cp.Root[:]); err != nil {
-					return fmt.Errorf("entry %d is not included in the tree of size %d (tampered entry or tile?): %v", index, cp.Size, err)
+					return fmt.Errorf("entry %d is not included in the tree of size %d: its proof does not lead to the signed root (the entry or a tile was altered)", index, cp.Size)
 				}
 				e, err := tlog.ParseEntry(entry)
 				if err != nil {
@@ -210,7 +212,7 @@ func checkConsistency(cmd *cobra.Command, c *client, prev logState, cp tlog.Chec
 		return err
 	}
 	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, uint64(prev.Size), uint64(cp.Size), hashes, prev.Root, cp.Root[:]); err != nil {
-		return fmt.Errorf("fork: size %d is not consistent with size %d seen before: %v", cp.Size, prev.Size, err)
+		return fmt.Errorf("fork: the tree of size %d does not extend the tree of size %d seen before", cp.Size, prev.Size)
 	}
 	return nil
 }
