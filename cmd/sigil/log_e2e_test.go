@@ -54,7 +54,7 @@ func devClient(t *testing.T, d devJSON) *http.Client {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(rootPEM)
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots},
+		TLSClientConfig:     &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots},
 		MaxIdleConnsPerHost: 64,
 	}}
 }
