@@ -305,6 +305,27 @@ func TestLogVerifyDetectsTampering(t *testing.T) {
 	if !strings.Contains(out, "Included      entry 2") {
 		t.Fatalf("verify before tampering: %s", out)
 	}
+	// A checkpoint signed by another key is refused.
+	_, otherKey, err := tlog.GenerateKey("sigil.test/sigil-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = run(t, false, append(info.env(), "SIGIL_LOG_KEY="+otherKey), bin, "log", "verify", "--state", "")
+	if !strings.Contains(out, "Error: checkpoint does not verify") {
+		t.Fatalf("wrong key: %s", out)
+	}
+	// A state file remembering another root at the same size is a fork.
+	forked := filepath.Join(dir, "forked.json")
+	b, _ := os.ReadFile(state)
+	var st logState
+	json.Unmarshal(b, &st)
+	st.Root[0] ^= 1
+	b, _ = json.Marshal(st)
+	os.WriteFile(forked, b, 0o600)
+	out = run(t, false, env, bin, "log", "verify", "--state", forked)
+	if !strings.Contains(out, "Error: fork") {
+		t.Fatalf("fork not detected: %s", out)
+	}
 	p.stop(t)
 
 	db, err := sql.Open("sqlite3", filepath.Join(dir, "sigil.db"))
