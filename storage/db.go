@@ -51,6 +51,9 @@ type DB struct {
 	read *sql.DB
 	// locker takes TryLock's locks.
 	locker locker
+	// stopBackground stops backend-specific background work (SQLite's
+	// checkpointer) before the pools close; nil when there is none.
+	stopBackground func() error
 
 	// insertStmt is the single-row certificate insert, prepared once on
 	// the write pool and reused by every transaction, so a batch does not
@@ -124,6 +127,9 @@ func (db *DB) Close() error {
 			errs = append(errs, l.Release())
 		}
 		errs = append(errs, db.locker.close())
+		if db.stopBackground != nil {
+			errs = append(errs, db.stopBackground())
+		}
 		db.insertMu.Lock()
 		if db.insertStmt != nil {
 			errs = append(errs, db.insertStmt.Close())

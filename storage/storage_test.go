@@ -490,3 +490,45 @@ func BenchmarkInsertCertificates(b *testing.B) {
 		}
 	}
 }
+
+// TestSQLiteBackgroundCheckpoints: commits never checkpoint by themselves,
+// the background checkpointer copies the WAL into the database file, and
+// Close leaves no WAL behind. The data survives a reopen.
+func TestSQLiteBackgroundCheckpoints(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sigil.db")
+	db := mustOpen(t, storage.Options{Backend: "sqlite", Path: path, Logger: testLogger(t)})
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	before := size(path)
+	for i := range 400 {
+		c := storage.Certificate{Serial: fmt.Sprintf("%x", i+1), IssuerID: "i", DER: bytes.Repeat([]byte{byte(i)}, 600)}
+		if err := db.InsertCertificates(t.Context(), []storage.Certificate{c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if size(path+"-wal") == 0 {
+		t.Fatal("commits wrote no WAL")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for size(path) <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint copied the WAL into the database (size %d)", size(path))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := size(path + "-wal"); n != 0 {
+		t.Fatalf("WAL of %d bytes left after Close", n)
+	}
+	db = mustOpen(t, storage.Options{Backend: "sqlite", Path: path, Logger: testLogger(t)})
+	if _, err := db.GetCertificate(t.Context(), fmt.Sprintf("%x", 400)); err != nil {
+		t.Fatalf("last certificate after reopen: %v", err)
+	}
+}
