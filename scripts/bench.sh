@@ -9,7 +9,7 @@ export CGO_ENABLED=1
 out=${BENCH_OUT:-/dev/stdout}
 echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(go version | cut -d' ' -f3)" >"$out"
 
-echo "## issuance (go test -bench, -cpu 1,2)" >>"$out"
+echo "## issuance (go test -bench)" >>"$out"
 go test -run '^$' -bench 'BenchmarkRawCreateCertificate|BenchmarkIssue' -benchtime 3s ./ca ./server | grep -E '^Benchmark|^ok' >>"$out"
 
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -38,3 +38,6 @@ wrk -t1 -c32 -d10s "http://127.0.0.1:18080/ocsp/$req" | grep -E 'Requests/sec|La
 
 echo "## transparency log appends (SQLite and PostgreSQL)" >>"$out"
 go test -run '^$' -bench 'BenchmarkAppend$' -benchtime 20000x ./tlog | grep -E '^Benchmark' >>"$out"
+
+echo "## proofs at 1M entries (10M with SIGIL_BENCH_BIG=1)" >>"$out"
+go test -run '^$' -bench 'BenchmarkProofs' -benchtime 2s -timeout 30m ./tlog | grep -E '^Benchmark' >>"$out"
