@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,6 +55,9 @@ type DB struct {
 	// stopBackground stops backend-specific background work (SQLite's
 	// checkpointer) before the pools close; nil when there is none.
 	stopBackground func() error
+	// commits counts committed write transactions (SQLite's checkpointer
+	// paces itself by it).
+	commits atomic.Int64
 
 	// insertStmt is the single-row certificate insert, prepared once on
 	// the write pool and reused by every transaction, so a batch does not
@@ -159,6 +163,7 @@ func (db *DB) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("committing: %w", err)
 	}
+	db.commits.Add(1)
 	return nil
 }
 
