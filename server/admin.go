@@ -176,9 +176,10 @@ func DecodeShare(s string) ([]byte, error) {
 }
 
 func (s *Server) handleSeal(w http.ResponseWriter, r *http.Request) {
-	if err := s.audit(r.Context(), tlog.Entry{Kind: "operator.seal"}); err != nil && !errors.Is(err, ErrSealed) {
-		s.writeAdminError(w, err)
-		return
+	// Sealing is the emergency stop: it happens even if its log entry
+	// cannot be written (nothing is handed out by sealing).
+	if err := s.audit(r.Context(), tlog.Entry{Kind: tlog.KindOperatorSeal}); err != nil && !errors.Is(err, ErrSealed) {
+		s.log.Error("logging the seal request failed; sealing anyway", "err", err)
 	}
 	s.Seal()
 	s.log.Warn("sealed by operator request", "spiffe_id", Caller(r.Context()))

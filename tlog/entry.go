@@ -68,6 +68,7 @@ const (
 	KindOperatorInit    = "operator.init"
 	KindOperatorUnseal  = "operator.unseal"
 	KindOperatorRotate  = "operator.rotate"
+	KindOperatorSeal    = "operator.seal"
 	KindPolicyChange    = "policy.change"
 	entryEncodingV1     = 0x01
 	maxKindLen          = 64
