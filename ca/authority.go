@@ -67,10 +67,13 @@ type KeyStore interface {
 }
 
 // Recorder is told about every certificate the authority issues, after the
-// certificate is stored and before it is handed out. An error fails the
-// issuance: the certificate is not returned.
+// certificate is stored and before it is handed out, and about every CRL
+// before it is published. An error fails the issuance (the certificate is
+// not returned) or the publication (the CRL is not stored; the previous one
+// stays in force and a later refresh tries again).
 type Recorder interface {
 	RecordIssuance(ctx context.Context, cert storage.Certificate) error
+	RecordCRL(ctx context.Context, crl storage.CRL) error
 }
 
 // Config configures an Authority. Zero durations, names and rates take the

@@ -275,6 +275,8 @@ func (f recorderFunc) RecordIssuance(ctx context.Context, c storage.Certificate)
 	return f(ctx, c)
 }
 
+func (f recorderFunc) RecordCRL(context.Context, storage.CRL) error { return nil }
+
 // testEnv is a bootstrapped authority with its fakes.
 type testEnv struct {
 	a     *Authority

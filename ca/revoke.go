@@ -245,6 +245,11 @@ func (a *Authority) generateCRL(ctx context.Context, is *issuer) (storage.CRL, e
 			return storage.CRL{}, fmt.Errorf("signing CRL %d: %w", num, err)
 		}
 		crl := storage.CRL{IssuerID: is.id, Number: num, ThisUpdate: now, NextUpdate: tmpl.NextUpdate, DER: der}
+		if a.cfg.Recorder != nil {
+			if err := a.cfg.Recorder.RecordCRL(ctx, crl); err != nil {
+				return storage.CRL{}, fmt.Errorf("logging CRL %d: %w", num, err)
+			}
+		}
 		err = a.cfg.Store.PutCRL(ctx, crl)
 		if err == nil {
 			a.log.Debug("CRL published", "issuer", is.id, "number", num, "entries", len(entries))

@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,6 +93,25 @@ func (r recorder) RecordIssuance(ctx context.Context, cert storage.Certificate) 
 		return err
 	}
 	_, err = l.Append(ctx, tlog.NewIssuance(tlog.KindX509Issue, r.s.clock(), actor(ctx), cert.DER, cert.Serial))
+	return err
+}
+
+func (r recorder) RecordCRL(ctx context.Context, crl storage.CRL) error {
+	l, err := r.s.transparencyLog()
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(crl.DER)
+	_, err = l.Append(ctx, tlog.Entry{
+		Kind:  tlog.KindCRLPublish,
+		Time:  r.s.clock(),
+		Actor: actor(ctx),
+		Subject: tlog.Subject{
+			Path:    "crl/" + crl.IssuerID,
+			Version: crl.Number,
+			Detail:  "sha256=" + hex.EncodeToString(sum[:]),
+		},
+	})
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
@@ -254,4 +255,36 @@ func csrPEM(t *testing.T, key *ecdsa.PrivateKey, spiffeID string) string {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// TestCRLPublicationLogged: a revocation publishes a CRL, and the CRL's
+// hash is on the log before it is served.
+func TestCRLPublicationLogged(t *testing.T) {
+	cfg := testConfig(t, "dev")
+	s := newServer(t, cfg, Options{})
+	if _, err := s.Initialize(t.Context(), InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	leaf := issueSVID(t, s, "spiffe://example.org/crl")
+	auth, _ := s.Authority()
+	if _, err := auth.Revoke(t.Context(), leaf.Record.Serial, 1); err != nil {
+		t.Fatal(err)
+	}
+	der, err := auth.CRL(t.Context(), leaf.Record.IssuerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	l, _ := s.transparencyLog()
+	cp := checkpointOf(t, s, l)
+	for i := int64(0); i < cp.Size; i++ {
+		e, _, err := l.Entry(t.Context(), i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == tlog.KindCRLPublish && e.Subject.Path == "crl/"+leaf.Record.IssuerID && e.Subject.Detail == "sha256="+hex.EncodeToString(sum[:]) {
+			return
+		}
+	}
+	t.Fatal("the served CRL is not on the log")
 }
