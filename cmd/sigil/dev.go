@@ -164,36 +164,45 @@ func printDev(w io.Writer, i devInfo, took time.Duration) {
 	if i.HSM == "softhsm" {
 		warn = "the SoftHSM2 token and its PIN are files in the data dir"
 	}
-	fmt.Fprintf(w, `
-==> Sigil dev server ready in %s  (UNSAFE FOR PRODUCTION: %s)
+	// Suggest commands with the binary as it was invoked (bin/sigil from
+	// make dev), or plain "sigil" when it came from PATH.
+	bin := "sigil"
+	if strings.Contains(os.Args[0], "/") {
+		bin = os.Args[0]
+	}
+	r := strings.NewReplacer(
+		"{took}", took.Round(time.Millisecond).String(), "{warn}", warn, "{bin}", bin,
+		"{td}", i.TrustDomain, "{https}", i.HTTPSURL, "{http}", i.HTTPURL, "{dir}", i.DataDir,
+		"{root}", i.RootCA, "{cert}", i.OperatorCert, "{key}", i.OperatorKey, "{logkey}", i.LogPublicKey,
+	)
+	r.WriteString(w, `
+==> Sigil dev server ready in {took}  (UNSAFE FOR PRODUCTION: {warn})
 
-  Trust domain   %s
-  HTTPS (mTLS)   %s
-  Public HTTP    %s
-  Data dir       %s   (details in dev.json)
+  Trust domain   {td}
+  HTTPS (mTLS)   {https}
+  Public HTTP    {http}
+  Data dir       {dir}   (details in dev.json)
 
 Use the operator identity from another shell:
 
-  export SIGIL_ADDR=%s
-  export SIGIL_CACERT=%s
-  export SIGIL_CLIENT_CERT=%s
-  export SIGIL_CLIENT_KEY=%s
+  export SIGIL_ADDR={https}
+  export SIGIL_CACERT={root}
+  export SIGIL_CLIENT_CERT={cert}
+  export SIGIL_CLIENT_KEY={key}
+  export SIGIL_LOG_KEY='{logkey}'
 
 Then try:
 
-  sigil operator status
-  sigil ca issue --spiffe-id spiffe://%s/demo/web --out-dir /tmp/demo
-  openssl verify -CAfile %s -untrusted /tmp/demo/chain.pem /tmp/demo/cert.pem
-  openssl ocsp -issuer /tmp/demo/chain.pem -cert /tmp/demo/cert.pem -url %s/ocsp -CAfile %s
-  sigil ca revoke --serial $(openssl x509 -in /tmp/demo/cert.pem -noout -serial | cut -d= -f2) --reason keyCompromise
-  export SIGIL_LOG_KEY='%s'
-  sigil log verify --cert /tmp/demo/cert.pem
-  curl -s %s/healthz; curl -s %s/metrics | grep sigil_
+  {bin} operator status
+  {bin} ca issue --spiffe-id spiffe://{td}/demo/web --out-dir /tmp/demo
+  openssl verify -CAfile {root} -untrusted /tmp/demo/chain.pem /tmp/demo/cert.pem
+  openssl ocsp -issuer /tmp/demo/chain.pem -cert /tmp/demo/cert.pem -url {http}/ocsp -CAfile {root}
+  {bin} ca revoke --serial $(openssl x509 -in /tmp/demo/cert.pem -noout -serial | cut -d= -f2) --reason keyCompromise
+  {bin} log verify --cert /tmp/demo/cert.pem
+  curl -s {http}/healthz; curl -s {http}/metrics | grep ^sigil_
 
-Press Ctrl-C to stop; 'sigil dev --data-dir %s' picks up where it left off.
-`, took.Round(time.Millisecond), warn, i.TrustDomain, i.HTTPSURL, i.HTTPURL, i.DataDir,
-		i.HTTPSURL, i.RootCA, i.OperatorCert, i.OperatorKey,
-		i.TrustDomain, i.RootCA, i.HTTPURL, i.RootCA, i.LogPublicKey, i.HTTPURL, i.HTTPURL, i.DataDir)
+Press Ctrl-C to stop; '{bin} dev --data-dir {dir}' picks up where it left off.
+`)
 }
 
 // devSoftHSM prepares a SoftHSM2 token inside the data dir and returns the
