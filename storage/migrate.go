@@ -85,6 +85,46 @@ var migrations = []migration{
 				data {blob} NOT NULL)`,
 		},
 	},
+	{
+		version: 3,
+		name:    "registration entries",
+		stmts: []string{
+			// selectors and dns_names are JSON arrays of strings; selectors
+			// are stored sorted and without duplicates, so one selector set
+			// has one spelling and the unique index below refuses a second
+			// entry with the same (SPIFFE ID, parent, selector set).
+			// parent_id is '' when the entry has no parent. TTLs are
+			// nanoseconds; timestamps are unix nanoseconds, NULL for zero.
+			`CREATE TABLE registration_entries (
+				id TEXT PRIMARY KEY,
+				spiffe_id TEXT NOT NULL,
+				parent_id TEXT NOT NULL,
+				selectors TEXT NOT NULL,
+				x509_svid_ttl BIGINT NOT NULL,
+				jwt_svid_ttl BIGINT NOT NULL,
+				dns_names TEXT NOT NULL,
+				hint TEXT NOT NULL,
+				created_at BIGINT,
+				updated_at BIGINT,
+				revision BIGINT NOT NULL)`,
+			`CREATE UNIQUE INDEX registration_entries_identity
+				ON registration_entries (spiffe_id, parent_id, selectors)`,
+			// One row per (entry, selector), so that listing by selector
+			// uses an index instead of searching the JSON.
+			`CREATE TABLE registration_entry_selectors (
+				entry_id TEXT NOT NULL,
+				selector TEXT NOT NULL,
+				PRIMARY KEY (entry_id, selector))`,
+			`CREATE INDEX registration_entry_selectors_selector
+				ON registration_entry_selectors (selector, entry_id)`,
+			// The single counter row (id is always 1) bumped by every
+			// create, update and delete of an entry.
+			`CREATE TABLE registration_entries_revision (
+				id INTEGER PRIMARY KEY CHECK (id = 1),
+				revision BIGINT NOT NULL)`,
+			`INSERT INTO registration_entries_revision (id, revision) VALUES (1, 0)`,
+		},
+	},
 }
 
 // LatestSchemaVersion is the highest schema version this binary knows.

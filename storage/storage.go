@@ -189,6 +189,65 @@ type Store interface {
 	// GetLogTile returns the widest tile stored at path (a tlog-tiles path
 	// without the partial suffix), or ErrNotFound.
 	GetLogTile(ctx context.Context, path string) (LogTile, error)
+
+	// SPIFFE registration entries. The store checks only what it needs to
+	// keep its own invariants; the identity layer validates entries.
+
+	// CreateEntry stores a new entry with the Revision given (callers pass
+	// 1). Its selectors are stored sorted and without duplicates.
+	// ErrConflict if an entry with the same ID exists, or one with the same
+	// SPIFFE ID, parent ID and selector set; nothing is written then.
+	CreateEntry(ctx context.Context, e RegistrationEntry) error
+	// GetEntry returns the entry with the ID, or ErrNotFound.
+	GetEntry(ctx context.Context, id string) (RegistrationEntry, error)
+	// ListEntries returns the entries f selects in ID order.
+	ListEntries(ctx context.Context, f EntryFilter) ([]RegistrationEntry, error)
+	// UpdateEntry replaces the entry e.ID if, and only if, its stored
+	// revision equals expectRevision; the stored revision becomes
+	// expectRevision+1, CreatedAt keeps its stored value, and e.Revision
+	// is ignored. ErrNotFound for an unknown ID; ErrConflict for a
+	// different stored revision, or when the new (SPIFFE ID, parent ID,
+	// selector set) is another entry's.
+	UpdateEntry(ctx context.Context, e RegistrationEntry, expectRevision int64) error
+	// DeleteEntry removes the entry, or returns ErrNotFound.
+	DeleteEntry(ctx context.Context, id string) error
+	// EntriesRevision returns a counter that every successful CreateEntry,
+	// UpdateEntry and DeleteEntry increases, in the same transaction as
+	// the change: equal values mean no entry changed in between. It is 0
+	// before the first change.
+	EntriesRevision(ctx context.Context) (int64, error)
+}
+
+// RegistrationEntry is a SPIFFE registration entry as stored; see the
+// identity/entry package for what the fields mean.
+type RegistrationEntry struct {
+	ID       string
+	SPIFFEID string
+	// ParentID is empty when the entry has no parent.
+	ParentID string
+	// Selectors come back sorted and without duplicates.
+	Selectors   []string
+	X509SVIDTTL time.Duration
+	JWTSVIDTTL  time.Duration
+	// DNSNames come back in the order stored; nil is stored as empty.
+	DNSNames  []string
+	Hint      string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	Revision  int64
+}
+
+// EntryFilter selects entries for ListEntries. The zero value lists from
+// the first entry with the default limit.
+type EntryFilter struct {
+	// SPIFFEID, when set, keeps only entries with that SPIFFE ID.
+	SPIFFEID string
+	// Selector, when set, keeps only entries having that selector.
+	Selector string
+	// AfterID returns entries with ID > AfterID (pagination).
+	AfterID string
+	// Limit caps the result; 0 means 100, and it is never above 1000.
+	Limit int
 }
 
 // LogState is the transparency log's head. Checkpoint is the signed note

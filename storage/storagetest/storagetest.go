@@ -82,6 +82,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		run(t, "ConcurrentTryLock", testLockConcurrent)
 	})
 	runLog(t, run)
+	runEntries(t, run)
 }
 
 // t0 has every digit of nanosecond precision in use.
