@@ -261,27 +261,15 @@ func (db *DB) PutIssuer(ctx context.Context, iss Issuer) error {
 
 // ListIssuers returns every issuer, oldest NotBefore first (ties by ID).
 func (db *DB) ListIssuers(ctx context.Context) ([]Issuer, error) {
-	rows, err := db.read.QueryContext(ctx, db.q.listIssuers)
-	if err != nil {
-		return nil, fmt.Errorf("listing issuers: %w", err)
-	}
-	defer rows.Close()
-	var out []Issuer
-	for rows.Next() {
+	return queryAll(ctx, db.read, "listing issuers", db.q.listIssuers, nil, 4, func(r rowScanner) (Issuer, error) {
 		var (
 			iss        Issuer
 			nb, na, ca sql.NullInt64
 		)
-		if err := rows.Scan(&iss.ID, &iss.Kind, &iss.CertDER, &iss.KeyRef, &nb, &na, &ca); err != nil {
-			return nil, fmt.Errorf("listing issuers: %w", err)
-		}
+		err := r.Scan(&iss.ID, &iss.Kind, &iss.CertDER, &iss.KeyRef, &nb, &na, &ca)
 		iss.NotBefore, iss.NotAfter, iss.CreatedAt = fromNanos(nb), fromNanos(na), fromNanos(ca)
-		out = append(out, iss)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing issuers: %w", err)
-	}
-	return out, nil
+		return iss, err
+	})
 }
 
 // InsertCertificates records certs in one transaction; a serial already
@@ -440,21 +428,27 @@ func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Cert
 	}
 	args = append(args, int64(limit))
 
-	rows, err := db.read.QueryContext(ctx, db.q.listCerts[shape], args...)
+	return queryAll(ctx, db.read, "listing certificates", db.q.listCerts[shape], args, min(limit, 64), scanCert)
+}
+
+// queryAll runs a query on pool and scans every row; errors say what was
+// being done.
+func queryAll[T any](ctx context.Context, pool *sql.DB, what, query string, args []any, sizeHint int, scan func(rowScanner) (T, error)) ([]T, error) {
+	rows, err := pool.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("listing certificates: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	out := make([]Certificate, 0, min(limit, 64))
+	out := make([]T, 0, sizeHint)
 	for rows.Next() {
-		c, err := scanCert(rows)
+		v, err := scan(rows)
 		if err != nil {
-			return nil, fmt.Errorf("listing certificates: %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		out = append(out, c)
+		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing certificates: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return out, nil
 }

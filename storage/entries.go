@@ -269,23 +269,7 @@ func (db *DB) ListEntries(ctx context.Context, f EntryFilter) ([]RegistrationEnt
 		args = append(args, f.Selector)
 	}
 	args = append(args, int64(limit))
-	rows, err := db.read.QueryContext(ctx, db.entryQ().list[shape], args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing registration entries: %w", err)
-	}
-	defer rows.Close()
-	out := make([]RegistrationEntry, 0, min(limit, 64))
-	for rows.Next() {
-		e, err := scanEntry(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing registration entries: %w", err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing registration entries: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, db.read, "listing registration entries", db.entryQ().list[shape], args, min(limit, 64), scanEntry)
 }
 
 // UpdateEntry replaces the entry if its stored revision is expectRevision.
