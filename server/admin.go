@@ -42,6 +42,11 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("POST /v1/ca/revoke", s.operator(s.handleRevoke))
 	mux.Handle("GET /v1/ca/certs", s.operator(s.handleListCerts))
 	mux.Handle("POST /v1/ca/rotate", s.operator(s.handleRotateIntermediate))
+	mux.Handle("POST /v1/entries", s.operator(s.handleEntryCreate))
+	mux.Handle("GET /v1/entries", s.operator(s.handleEntryList))
+	mux.Handle("GET /v1/entries/{id}", s.operator(s.handleEntryGet))
+	mux.Handle("PUT /v1/entries/{id}", s.operator(s.handleEntryUpdate))
+	mux.Handle("DELETE /v1/entries/{id}", s.operator(s.handleEntryDelete))
 	mux.Handle("GET /log/", s.logHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, http.StatusNotFound, "no handler for "+r.Method+" "+r.URL.Path)

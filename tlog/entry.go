@@ -70,6 +70,9 @@ const (
 	KindOperatorRotate  = "operator.rotate"
 	KindOperatorSeal    = "operator.seal"
 	KindPolicyChange    = "policy.change"
+	KindEntryCreate     = "entry.create"
+	KindEntryUpdate     = "entry.update"
+	KindEntryDelete     = "entry.delete"
 	entryEncodingV1     = 0x01
 	maxKindLen          = 64
 	maxActorLen         = 1024

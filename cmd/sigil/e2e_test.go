@@ -555,3 +555,54 @@ func TestDevSoftHSM(t *testing.T) {
 	_, info = startDev(t, dir, "--hsm", "softhsm")
 	run(t, true, info.env(), sigilBinary(t), "ca", "list")
 }
+
+// TestEntryLifecycle: registration entries through the CLI, refused when
+// outside the trust domain or malformed, and every change on the log.
+func TestEntryLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	_, info := startDev(t, dir)
+	env := append(info.env(), "SIGIL_LOG_KEY="+logKeyOf(t, dir))
+	bin := sigilBinary(t)
+
+	out := run(t, true, env, bin, "entry", "create", "--spiffe-id", "spiffe://sigil.test/web",
+		"--selector", "unix:uid:1000", "--selector", "unix:path:/usr/bin/web", "--x509-ttl", "10m", "--dns", "web.test")
+	id := regexp.MustCompile(`Entry ID\s+([0-9a-f]{32})`).FindStringSubmatch(out)
+	if id == nil || !strings.Contains(out, "X509-SVID TTL 10m0s") || !strings.Contains(out, "Revision      1") {
+		t.Fatalf("create: %s", out)
+	}
+	for _, bad := range [][]string{
+		{"--spiffe-id", "spiffe://other.test/web", "--selector", "unix:uid:1"},
+		{"--spiffe-id", "spiffe://sigil.test/web2", "--selector", "unix:uid:abc"},
+		{"--spiffe-id", "spiffe://sigil.test/sigil/operator", "--selector", "unix:uid:1"},
+		{"--spiffe-id", "not a spiffe id", "--selector", "unix:uid:1"},
+		{"--spiffe-id", "spiffe://sigil.test/web3"},
+	} {
+		out := run(t, false, env, bin, append([]string{"entry", "create"}, bad...)...)
+		if !strings.HasPrefix(out, "Error: ") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("create %v: want one error line, got %q", bad, out)
+		}
+	}
+	if out := run(t, false, env, bin, "entry", "create", "--spiffe-id", "spiffe://sigil.test/web",
+		"--selector", "unix:path:/usr/bin/web", "--selector", "unix:uid:1000"); !strings.Contains(out, "exists already") {
+		t.Fatalf("duplicate entry: %s", out)
+	}
+	out = run(t, true, env, bin, "entry", "update", id[1], "--selector", "unix:uid:1001")
+	if !strings.Contains(out, "unix:uid:1001") || strings.Contains(out, "unix:path") || !strings.Contains(out, "Revision      2") || !strings.Contains(out, "DNS name      web.test") {
+		t.Fatalf("update: %s", out)
+	}
+	out = run(t, true, env, bin, "entry", "list", "--selector", "unix:uid:1001")
+	if !strings.Contains(out, id[1]) {
+		t.Fatalf("list: %s", out)
+	}
+	run(t, true, env, bin, "entry", "show", id[1])
+	run(t, true, env, bin, "entry", "delete", id[1])
+	if out := run(t, false, env, bin, "entry", "show", id[1]); !strings.Contains(out, "not found") {
+		t.Fatalf("show after delete: %s", out)
+	}
+	out = run(t, true, env, bin, "log", "show")
+	for _, kind := range []string{"entry.create", "entry.update", "entry.delete"} {
+		if !strings.Contains(out, kind+" by spiffe://sigil.test/sigil/operator") {
+			t.Errorf("%s not on the log:\n%s", kind, out)
+		}
+	}
+}
