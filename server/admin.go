@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -262,7 +263,7 @@ func (s *Server) handleIssue(w http.ResponseWriter, r *http.Request) {
 	if len(req.IPAddresses) > 0 {
 		creq.IPAddresses = nil
 		for _, a := range req.IPAddresses {
-			ip := parseIP(a)
+			ip := net.ParseIP(a)
 			if ip == nil {
 				writeErrors(w, http.StatusBadRequest, "bad IP address "+strconv.Quote(a))
 				return

@@ -81,5 +81,3 @@ func (s *Server) Serve(ctx context.Context, l *Listeners) error {
 	}
 	return err
 }
-
-func parseIP(s string) net.IP { return net.ParseIP(s) }

@@ -162,9 +162,6 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// Store exposes the storage for commands that read it directly.
-func (s *Server) Store() storage.Store { return s.store }
-
 func (s *Server) wrapper(ctx context.Context, create bool) (barrier.KeyWrapper, error) {
 	switch s.cfg.Seal.Type {
 	case "dev":
