@@ -415,8 +415,10 @@ func (s *Server) writeAdminError(w http.ResponseWriter, err error) {
 		code, msg = http.StatusServiceUnavailable, ErrSealed.Error()
 	case errors.Is(err, ErrNotInitialized), errors.Is(err, barrier.ErrNotInitialized), errors.Is(err, ca.ErrNotInitialized):
 		code, msg = http.StatusServiceUnavailable, ErrNotInitialized.Error()
-	case errors.Is(err, barrier.ErrInvalidShare), errors.Is(err, barrier.ErrDuplicateShare):
-		code = http.StatusBadRequest
+	case errors.Is(err, barrier.ErrDuplicateShare):
+		code, msg = http.StatusBadRequest, "unseal share refused: this share was already given; the progress so far is kept"
+	case errors.Is(err, barrier.ErrInvalidShare):
+		code, msg = http.StatusBadRequest, "unseal share refused: it is not one of the shares made at init; the progress so far is kept"
 	case errors.Is(err, ca.ErrPolicy), errors.Is(err, ca.ErrBadCSR), errors.Is(err, ca.ErrTTL), errors.Is(err, ca.ErrUnknownProfile):
 		code = http.StatusBadRequest
 	case errors.Is(err, ca.ErrNotFound), errors.Is(err, storage.ErrNotFound):

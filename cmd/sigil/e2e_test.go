@@ -411,11 +411,11 @@ ca:
 	if !strings.Contains(out, "Progress      1/2") {
 		t.Fatalf("first share: %s", out)
 	}
-	if out := run(t, false, env, bin, "operator", "unseal", shares[0][1]); !strings.Contains(out, "Error:") {
+	if out := run(t, false, env, bin, "operator", "unseal", shares[0][1]); !strings.Contains(out, "already given") {
 		t.Fatalf("duplicate share accepted: %s", out)
 	}
 	wrong := strings.Repeat("ab", len(shares[1][1])/2)
-	if out := run(t, false, env, bin, "operator", "unseal", wrong); !strings.Contains(out, "Error:") {
+	if out := run(t, false, env, bin, "operator", "unseal", wrong); !strings.Contains(out, "not one of the shares") {
 		t.Fatalf("wrong share accepted: %s", out)
 	}
 	if out := run(t, true, env, bin, "operator", "status"); !strings.Contains(out, "Progress      1/2") {
