@@ -77,6 +77,10 @@ type Listen struct {
 	// HTTPSURL is the base URL of the HTTPS listener as clients reach it.
 	// Default "https://" + HTTPS.
 	HTTPSURL string `yaml:"https_url"`
+	// WorkloadSocket is the Unix socket of the SPIFFE Workload API; any
+	// local process may connect, and is told only the identities its
+	// attested selectors match. Default DataDir + "/workload.sock".
+	WorkloadSocket string `yaml:"workload_socket"`
 	// ServerNames are the DNS names and IP addresses in the HTTPS listener's
 	// certificate. Default ["localhost", "127.0.0.1", "::1"] plus the host
 	// of HTTPSURL.

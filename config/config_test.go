@@ -366,11 +366,12 @@ func TestGood(t *testing.T) {
 			c.DataDir = "/srv/sigil"
 			c.Log = Log{Level: "warn", Format: "json"}
 			c.Listen = Listen{
-				HTTPS:       "0.0.0.0:8443",
-				HTTP:        "0.0.0.0:8080",
-				PublicURL:   "http://pki.example.org",
-				HTTPSURL:    "https://sigil.example.org:8443",
-				ServerNames: []string{"localhost", "127.0.0.1", "::1", "sigil.example.org"},
+				HTTPS:          "0.0.0.0:8443",
+				HTTP:           "0.0.0.0:8080",
+				PublicURL:      "http://pki.example.org",
+				HTTPSURL:       "https://sigil.example.org:8443",
+				WorkloadSocket: "/srv/sigil/workload.sock",
+				ServerNames:    []string{"localhost", "127.0.0.1", "::1", "sigil.example.org"},
 			}
 			c.Storage = Storage{
 				Type:   "postgres",
@@ -392,11 +393,12 @@ func TestGood(t *testing.T) {
 			c.TrustDomain = "dev.local"
 			c.DataDir = "./data"
 			c.Listen = Listen{
-				HTTPS:       "[::1]:9443",
-				HTTP:        "localhost:9080",
-				PublicURL:   "http://localhost:9080",
-				HTTPSURL:    "https://[::1]:9443",
-				ServerNames: []string{"localhost", "127.0.0.1", "::1"},
+				HTTPS:          "[::1]:9443",
+				HTTP:           "localhost:9080",
+				PublicURL:      "http://localhost:9080",
+				HTTPSURL:       "https://[::1]:9443",
+				WorkloadSocket: "data/workload.sock",
+				ServerNames:    []string{"localhost", "127.0.0.1", "::1"},
 			}
 			c.Storage.SQLite.Path = "data/sigil.db"
 			c.Seal.Type = "dev"

@@ -72,6 +72,7 @@ func (c *Config) ApplyDefaults() {
 	setString(&l.HTTP, defaultHTTP)
 	setString(&l.PublicURL, "http://"+l.HTTP)
 	setString(&l.HTTPSURL, "https://"+l.HTTPS)
+	setString(&l.WorkloadSocket, filepath.Join(c.DataDir, "workload.sock"))
 	if len(l.ServerNames) == 0 {
 		l.ServerNames = slices.Clone(defaultServerNames)
 		if host := urlHost(l.HTTPSURL); host != "" && !slices.Contains(l.ServerNames, host) {

@@ -130,6 +130,7 @@ func (v *validator) transparencyLog(t *TransparencyLog) {
 }
 
 func (v *validator) listen(l *Listen) {
+	v.path("listen.workload_socket", l.WorkloadSocket)
 	v.address("listen.https", l.HTTPS)
 	v.address("listen.http", l.HTTP)
 	v.url("listen.public_url", l.PublicURL, "listen.http", "http://"+l.HTTP, "http", "https")

@@ -15,6 +15,7 @@ import (
 // real addresses (port 0 in tests) and fail early on a taken port.
 type Listeners struct {
 	HTTPS, HTTP net.Listener
+	Workload    *net.UnixListener
 }
 
 // Listen binds the configured addresses.
@@ -28,7 +29,13 @@ func (s *Server) Listen() (*Listeners, error) {
 		https.Close()
 		return nil, fmt.Errorf("listen.http %s: %w", s.cfg.Listen.HTTP, err)
 	}
-	return &Listeners{HTTPS: https, HTTP: plain}, nil
+	wl, err := s.listenWorkload()
+	if err != nil {
+		https.Close()
+		plain.Close()
+		return nil, err
+	}
+	return &Listeners{HTTPS: https, HTTP: plain, Workload: wl}, nil
 }
 
 // TLSConfig is the HTTPS listener's configuration: Sigil's own certificate,
@@ -59,10 +66,13 @@ func (s *Server) Serve(ctx context.Context, l *Listeners) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errLog,
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- admin.Serve(tls.NewListener(l.HTTPS, admin.TLSConfig)) }()
 	go func() { errc <- public.Serve(l.HTTP) }()
-	s.log.Info("listening", "https", l.HTTPS.Addr().String(), "http", l.HTTP.Addr().String())
+	wctx, stopWorkload := context.WithCancel(ctx)
+	defer stopWorkload()
+	go func() { errc <- s.workloadAPI().Serve(wctx, l.Workload) }()
+	s.log.Info("listening", "https", l.HTTPS.Addr().String(), "http", l.HTTP.Addr().String(), "workload_socket", l.Workload.Addr().String())
 
 	var err error
 	select {
@@ -71,6 +81,7 @@ func (s *Server) Serve(ctx context.Context, l *Listeners) error {
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	stopWorkload()
 	admin.Shutdown(shutdown)
 	public.Shutdown(shutdown)
 	s.mu.Lock()

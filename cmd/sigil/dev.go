@@ -25,18 +25,20 @@ import (
 // devInfo is DIR/dev.json: where everything of a dev server is, as absolute
 // paths and URLs, for scripts and tests.
 type devInfo struct {
-	TrustDomain  string `json:"trust_domain"`
-	HTTPSURL     string `json:"https_url"`
-	HTTPURL      string `json:"http_url"`
-	RootCA       string `json:"root_ca"`
-	Bundle       string `json:"bundle"`
-	OperatorCert string `json:"operator_cert"`
-	OperatorKey  string `json:"operator_key"`
-	OperatorID   string `json:"operator_id"`
-	LogPublicKey string `json:"log_public_key"`
-	Seal         string `json:"seal"`
-	HSM          string `json:"hsm"`
-	DataDir      string `json:"data_dir"`
+	TrustDomain string `json:"trust_domain"`
+	HTTPSURL    string `json:"https_url"`
+	HTTPURL     string `json:"http_url"`
+	// WorkloadSocket is the SPIFFE Workload API (for SPIFFE_ENDPOINT_SOCKET use unix:// + it).
+	WorkloadSocket string `json:"workload_socket"`
+	RootCA         string `json:"root_ca"`
+	Bundle         string `json:"bundle"`
+	OperatorCert   string `json:"operator_cert"`
+	OperatorKey    string `json:"operator_key"`
+	OperatorID     string `json:"operator_id"`
+	LogPublicKey   string `json:"log_public_key"`
+	Seal           string `json:"seal"`
+	HSM            string `json:"hsm"`
+	DataDir        string `json:"data_dir"`
 }
 
 func devCmd() *cobra.Command {
@@ -111,18 +113,19 @@ func devCmd() *cobra.Command {
 				return err
 			}
 			info := devInfo{
-				TrustDomain:  cfg.TrustDomain,
-				HTTPSURL:     cfg.Listen.HTTPSURL,
-				HTTPURL:      cfg.Listen.PublicURL,
-				RootCA:       filepath.Join(abs, "root.pem"),
-				Bundle:       filepath.Join(abs, "bundle.pem"),
-				OperatorCert: filepath.Join(abs, "operator.pem"),
-				OperatorKey:  filepath.Join(abs, "operator-key.pem"),
-				OperatorID:   srv.OperatorID(),
-				LogPublicKey: logKey,
-				Seal:         cfg.Seal.Type,
-				HSM:          hsmMode,
-				DataDir:      abs,
+				TrustDomain:    cfg.TrustDomain,
+				HTTPSURL:       cfg.Listen.HTTPSURL,
+				HTTPURL:        cfg.Listen.PublicURL,
+				WorkloadSocket: cfg.Listen.WorkloadSocket,
+				RootCA:         filepath.Join(abs, "root.pem"),
+				Bundle:         filepath.Join(abs, "bundle.pem"),
+				OperatorCert:   filepath.Join(abs, "operator.pem"),
+				OperatorKey:    filepath.Join(abs, "operator-key.pem"),
+				OperatorID:     srv.OperatorID(),
+				LogPublicKey:   logKey,
+				Seal:           cfg.Seal.Type,
+				HSM:            hsmMode,
+				DataDir:        abs,
 			}
 			b, _ := json.MarshalIndent(info, "", "  ")
 			if err := os.WriteFile(filepath.Join(abs, "dev.json"), append(b, '\n'), 0o644); err != nil {
@@ -173,7 +176,7 @@ func printDev(w io.Writer, i devInfo, took time.Duration) {
 	r := strings.NewReplacer(
 		"{took}", took.Round(time.Millisecond).String(), "{warn}", warn, "{bin}", bin,
 		"{td}", i.TrustDomain, "{https}", i.HTTPSURL, "{http}", i.HTTPURL, "{dir}", i.DataDir,
-		"{root}", i.RootCA, "{cert}", i.OperatorCert, "{key}", i.OperatorKey, "{logkey}", i.LogPublicKey,
+		"{root}", i.RootCA, "{cert}", i.OperatorCert, "{key}", i.OperatorKey, "{logkey}", i.LogPublicKey, "{sock}", i.WorkloadSocket,
 	)
 	r.WriteString(w, `
 ==> Sigil dev server ready in {took}  (UNSAFE FOR PRODUCTION: {warn})
@@ -181,6 +184,7 @@ func printDev(w io.Writer, i devInfo, took time.Duration) {
   Trust domain   {td}
   HTTPS (mTLS)   {https}
   Public HTTP    {http}
+  Workload API   unix://{sock}
   Data dir       {dir}   (details in dev.json)
 
 Use the operator identity from another shell:
@@ -199,6 +203,7 @@ Then try:
   openssl ocsp -issuer /tmp/demo/chain.pem -cert /tmp/demo/cert.pem -url {http}/ocsp -CAfile {root}
   {bin} ca revoke --serial $(openssl x509 -in /tmp/demo/cert.pem -noout -serial | cut -d= -f2) --reason keyCompromise
   {bin} log verify --cert /tmp/demo/cert.pem
+  {bin} entry create --spiffe-id spiffe://{td}/me --selector unix:uid:$(id -u)   # then SPIFFE_ENDPOINT_SOCKET=unix://{sock}
   curl -s {http}/healthz; curl -s {http}/metrics | grep ^sigil_
 
 Press Ctrl-C to stop; '{bin} dev --data-dir {dir}' picks up where it left off.

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,7 +23,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/crypto/ocsp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 var (
@@ -80,6 +84,18 @@ func freePort(t *testing.T) string {
 type proc struct {
 	cmd *exec.Cmd
 	out *syncBuffer
+	// exited is closed once the process has exited and been waited for.
+	exited chan struct{}
+}
+
+// hasExited reports whether the process is gone.
+func (p *proc) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 type syncBuffer struct {
@@ -108,23 +124,22 @@ func start(t *testing.T, env []string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: out}
+	p := &proc{cmd: cmd, out: out, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() { p.stop(t) })
 	return p
 }
 
 func (p *proc) stop(t *testing.T) {
-	if p.cmd.ProcessState != nil {
+	if p.hasExited() {
 		return
 	}
 	p.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(15 * time.Second):
 		p.cmd.Process.Kill()
-		<-done
+		<-p.exited
 	}
 	if t.Failed() {
 		t.Logf("sigil output:\n%s", p.out.String())
@@ -134,21 +149,26 @@ func (p *proc) stop(t *testing.T) {
 // waitHealth polls /healthz until it answers want, or fails after 20 s.
 func waitHealth(t *testing.T, httpURL string, want int, p *proc) {
 	t.Helper()
+	if !healthy(httpURL, want, p) {
+		t.Fatalf("/healthz never answered %d; output:\n%s", want, p.out.String())
+	}
+}
+
+// healthy polls /healthz until it answers want (true), or the process
+// exits or 20 s pass (false).
+func healthy(httpURL string, want int, p *proc) bool {
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && !p.hasExited() {
 		resp, err := http.Get(httpURL + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == want {
-				return
+				return true
 			}
-		}
-		if p.cmd.ProcessState != nil {
-			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("/healthz never answered %d; output:\n%s", want, p.out.String())
+	return false
 }
 
 // run runs a command and returns its combined output; wantOK says whether
@@ -181,10 +201,21 @@ type devJSON struct {
 
 func startDev(t *testing.T, dir string, extra ...string) (*proc, devJSON) {
 	t.Helper()
-	httpsAddr, httpAddr := freePort(t), freePort(t)
-	os.Remove(filepath.Join(dir, "dev.json"))
-	p := start(t, nil, append([]string{"dev", "--data-dir", dir, "--https", httpsAddr, "--http", httpAddr}, extra...)...)
-	waitHealth(t, "http://"+httpAddr, http.StatusOK, p)
+	var p *proc
+	for attempt := 1; ; attempt++ {
+		httpsAddr, httpAddr := freePort(t), freePort(t)
+		os.Remove(filepath.Join(dir, "dev.json"))
+		p = start(t, nil, append([]string{"dev", "--data-dir", dir, "--https", httpsAddr, "--http", httpAddr}, extra...)...)
+		if healthy("http://"+httpAddr, http.StatusOK, p) {
+			break
+		}
+		// A port freed by freePort can be taken by an outgoing connection
+		// before sigil binds it; pick others.
+		if attempt < 3 && p.hasExited() && strings.Contains(p.out.String(), "address already in use") {
+			continue
+		}
+		t.Fatalf("sigil dev never became healthy; output:\n%s", p.out.String())
+	}
 	var info devJSON
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -604,5 +635,51 @@ func TestEntryLifecycle(t *testing.T) {
 		if !strings.Contains(out, kind+" by spiffe://sigil.test/sigil/operator") {
 			t.Errorf("%s not on the log:\n%s", kind, out)
 		}
+	}
+}
+
+// TestWorkloadAPIThroughDev: an entry for this test's uid, then go-spiffe's
+// client on dev's socket gets that SVID, which chains to dev's root and is
+// on the log.
+func TestWorkloadAPIThroughDev(t *testing.T) {
+	dir := t.TempDir()
+	_, info := startDev(t, dir)
+	env := append(info.env(), "SIGIL_LOG_KEY="+logKeyOf(t, dir))
+	bin := sigilBinary(t)
+	var dj struct {
+		Socket string `json:"workload_socket"`
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "dev.json"))
+	if err := json.Unmarshal(b, &dj); err != nil || !filepath.IsAbs(dj.Socket) {
+		t.Fatalf("dev.json workload_socket: %q %v", dj.Socket, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	// No entry yet: permission denied, as SPIRE answers.
+	if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+dj.Socket)); err == nil || status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("no entry: %v", err)
+	}
+	run(t, true, env, bin, "entry", "create", "--spiffe-id", "spiffe://sigil.test/e2e", "--selector", fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+dj.Socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svid.ID.String() != "spiffe://sigil.test/e2e" {
+		t.Fatalf("SVID for %s", svid.ID)
+	}
+	rootPEM, _ := os.ReadFile(info.RootCA)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(rootPEM)
+	inters := x509.NewCertPool()
+	for _, c := range svid.Certificates[1:] {
+		inters.AddCert(c)
+	}
+	if _, err := svid.Certificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("SVID does not chain to dev's root: %v", err)
+	}
+	leaf := filepath.Join(dir, "svid.pem")
+	os.WriteFile(leaf, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: svid.Certificates[0].Raw}), 0o644)
+	if out := run(t, true, env, bin, "log", "verify", "--state", "", "--cert", leaf); !strings.Contains(out, "by spiffe://sigil.test/e2e") {
+		t.Fatalf("SVID issuance not on the log as the workload's: %s", out)
 	}
 }

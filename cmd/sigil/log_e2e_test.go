@@ -224,7 +224,7 @@ func TestLogSurvivesKill9(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	p.cmd.Wait()
+	<-p.exited
 	cancel()
 	wg.Wait()
 	if len(received) == 0 || len(checkpoints) == 0 {
