@@ -356,26 +356,17 @@ func certJSON(c storage.Certificate) CertInfo {
 func (s *Server) handleListCerts(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := storage.CertificateFilter{IssuerID: q.Get("issuer"), RevokedOnly: q.Get("revoked") == "true"}
-	for _, p := range []struct {
-		name string
-		dst  *int64
-	}{{"after", &f.AfterSeq}} {
-		if v := q.Get(p.name); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				writeErrors(w, http.StatusBadRequest, p.name+" must be a non-negative integer")
-				return
-			}
-			*p.dst = n
-		}
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeErrors(w, http.StatusBadRequest, "limit must be between 1 and 1000")
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeErrors(w, http.StatusBadRequest, "after must be a non-negative integer")
 			return
 		}
-		f.Limit = n
+		f.AfterSeq = n
+	}
+	var ok bool
+	if f.Limit, ok = queryLimit(w, r); !ok {
+		return
 	}
 	certs, err := s.store.ListCertificates(r.Context(), f)
 	if err != nil {
@@ -404,6 +395,21 @@ func (s *Server) handleRotateIntermediate(w http.ResponseWriter, r *http.Request
 	writeJSON(w, http.StatusOK, map[string]any{
 		"rotated": rotated, "active": ca.IssuerID(active), "not_after": active.NotAfter.UTC().Format(time.RFC3339),
 	})
+}
+
+// queryLimit reads the optional limit parameter of a listing: 0 when
+// absent; false (with a 400 written) when out of range.
+func queryLimit(w http.ResponseWriter, r *http.Request) (int, bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return 0, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		writeErrors(w, http.StatusBadRequest, "limit must be between 1 and 1000")
+		return 0, false
+	}
+	return n, true
 }
 
 // writeAdminError maps domain errors to HTTP statuses in one place.

@@ -107,13 +107,9 @@ func (s *Server) handleEntryCreate(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleEntryList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := storage.EntryFilter{SPIFFEID: q.Get("spiffe_id"), Selector: q.Get("selector"), AfterID: q.Get("after")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeErrors(w, http.StatusBadRequest, "limit must be between 1 and 1000")
-			return
-		}
-		f.Limit = n
+	var ok bool
+	if f.Limit, ok = queryLimit(w, r); !ok {
+		return
 	}
 	list, err := s.store.ListEntries(r.Context(), f)
 	if err != nil {
