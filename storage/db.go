@@ -400,15 +400,20 @@ const (
 	maxListLimit     = 1000
 )
 
+// listLimit applies the listings' default and maximum to a requested limit.
+func listLimit(n int) int {
+	switch {
+	case n <= 0:
+		return defaultListLimit
+	case n > maxListLimit:
+		return maxListLimit
+	}
+	return n
+}
+
 // ListCertificates returns the certificates f selects, in Seq order.
 func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Certificate, error) {
-	limit := f.Limit
-	switch {
-	case limit <= 0:
-		limit = defaultListLimit
-	case limit > maxListLimit:
-		limit = maxListLimit
-	}
+	limit := listLimit(f.Limit)
 	shape := 0
 	args := []any{f.AfterSeq}
 	if f.IssuerID != "" {

@@ -251,13 +251,7 @@ func (db *DB) GetEntry(ctx context.Context, id string) (RegistrationEntry, error
 
 // ListEntries returns the entries f selects, in ID order.
 func (db *DB) ListEntries(ctx context.Context, f EntryFilter) ([]RegistrationEntry, error) {
-	limit := f.Limit
-	switch {
-	case limit <= 0:
-		limit = defaultListLimit
-	case limit > maxListLimit:
-		limit = maxListLimit
-	}
+	limit := listLimit(f.Limit)
 	shape := 0
 	args := []any{f.AfterID}
 	if f.SPIFFEID != "" {
