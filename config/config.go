@@ -30,6 +30,16 @@ type Config struct {
 	// TransparencyLog configures the Merkle log that every issuance is
 	// appended to before it is handed out.
 	TransparencyLog TransparencyLog `yaml:"transparency_log"`
+	// WorkloadAPI configures the SPIFFE Workload API served on
+	// listen.workload_socket.
+	WorkloadAPI WorkloadAPI `yaml:"workload_api"`
+}
+
+// WorkloadAPI configures the SPIFFE Workload API.
+type WorkloadAPI struct {
+	// RotateAt is the fraction of an X.509-SVID's lifetime after which open
+	// streams get a fresh one, above 0 and below 1. Default 0.5.
+	RotateAt float64 `yaml:"rotate_at"`
 }
 
 // TransparencyLog configures the Merkle log's checkpoints and its group
@@ -182,6 +192,19 @@ type CA struct {
 	CRL CRL `yaml:"crl"`
 	// OCSP configures the responder.
 	OCSP OCSP `yaml:"ocsp"`
+	// JWT configures the JWT-SVID signing keys.
+	JWT JWT `yaml:"jwt"`
+}
+
+// JWT configures the JWT-SVID signing keys.
+type JWT struct {
+	// RotateEvery is how long a key signs before its successor takes over;
+	// the successor is published in the bundle PrepareLead earlier.
+	// Default 24h.
+	RotateEvery Duration `yaml:"rotate_every"`
+	// PrepareLead: a successor key is in the bundle this long before it
+	// signs; below rotate_every. Default 10m.
+	PrepareLead Duration `yaml:"prepare_lead"`
 }
 
 // Root configures the root certificate.

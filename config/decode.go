@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -187,6 +188,8 @@ func (d *decoder) value(n *yaml.Node, key string, v reflect.Value) {
 		d.str(n, key, v)
 	case v.Kind() == reflect.Int:
 		d.integer(n, key, v)
+	case v.Kind() == reflect.Float64:
+		d.float(n, key, v)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		d.list(n, key, v)
 	default:
@@ -277,6 +280,23 @@ func (d *decoder) integer(n *yaml.Node, key string, v reflect.Value) {
 		return
 	}
 	v.SetInt(int64(i))
+}
+
+func (d *decoder) float(n *yaml.Node, key string, v reflect.Value) {
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {
+		d.fail(n.Line, key, "expected a number such as 0.5, got %s", describe(n))
+		return
+	}
+	var f float64
+	if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		d.fail(n.Line, key, "%s is not a finite number", clip(n.Value))
+		return
+	}
+	if f == 0 {
+		d.fail(n.Line, key, "0 is not allowed; give a positive number, or leave the key out to use the default")
+		return
+	}
+	v.SetFloat(f)
 }
 
 func (d *decoder) duration(n *yaml.Node, key string, v reflect.Value) {

@@ -38,6 +38,9 @@ const (
 	defaultCRLRefresh        = Duration(time.Hour)
 	defaultOCSPValidity      = Duration(24 * time.Hour)
 	defaultOCSPRefreshBefore = Duration(12 * time.Hour)
+	defaultJWTRotateEvery    = Duration(24 * time.Hour)
+	defaultJWTPrepareLead    = Duration(10 * time.Minute)
+	defaultRotateAt          = 0.5
 	defaultLogBatchSize      = 1024
 	defaultLogBatchDelay     = Duration(2 * time.Millisecond)
 )
@@ -110,7 +113,12 @@ func (c *Config) ApplyDefaults() {
 	setDuration(&ca.CRL.Refresh, defaultCRLRefresh)
 	setDuration(&ca.OCSP.Validity, defaultOCSPValidity)
 	setDuration(&ca.OCSP.RefreshBefore, defaultOCSPRefreshBefore)
+	setDuration(&ca.JWT.RotateEvery, defaultJWTRotateEvery)
+	setDuration(&ca.JWT.PrepareLead, defaultJWTPrepareLead)
 
+	if c.WorkloadAPI.RotateAt == 0 {
+		c.WorkloadAPI.RotateAt = defaultRotateAt
+	}
 	setInt(&c.TransparencyLog.BatchSize, defaultLogBatchSize)
 	setDuration(&c.TransparencyLog.BatchDelay, defaultLogBatchDelay)
 }

@@ -113,6 +113,9 @@ func (v *validator) config(c *Config) {
 	v.hsm(&c.HSM)
 	v.ca(&c.CA)
 	v.transparencyLog(&c.TransparencyLog)
+	if r := c.WorkloadAPI.RotateAt; !(r > 0 && r < 1) {
+		v.errorf("workload_api.rotate_at", nil, "%v must be above 0 and below 1", r)
+	}
 }
 
 func (v *validator) transparencyLog(t *TransparencyLog) {
@@ -328,6 +331,8 @@ func (v *validator) ca(ca *CA) {
 		{"ca.crl.refresh", ca.CRL.Refresh},
 		{"ca.ocsp.validity", ca.OCSP.Validity},
 		{"ca.ocsp.refresh_before", ca.OCSP.RefreshBefore},
+		{"ca.jwt.rotate_every", ca.JWT.RotateEvery},
+		{"ca.jwt.prepare_lead", ca.JWT.PrepareLead},
 	}
 	positive := true
 	for _, t := range ttls {
@@ -347,6 +352,7 @@ func (v *validator) ca(ca *CA) {
 	order(v, "ca.intermediate.ttl", ca.Intermediate.TTL, "ca.root.ttl", ca.Root.TTL, false)
 	order(v, "ca.crl.refresh", ca.CRL.Refresh, "ca.crl.validity", ca.CRL.Validity, true)
 	order(v, "ca.ocsp.refresh_before", ca.OCSP.RefreshBefore, "ca.ocsp.validity", ca.OCSP.Validity, true)
+	order(v, "ca.jwt.prepare_lead", ca.JWT.PrepareLead, "ca.jwt.rotate_every", ca.JWT.RotateEvery, true)
 }
 
 // oneOf requires val to be one of allowed; what names the kind of value.

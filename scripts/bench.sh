@@ -3,6 +3,8 @@
 #  1. issuance: raw x509.CreateCertificate vs Sigil's issuance path, one run
 #  2. OCSP from the pre-signed cache, over HTTP, with wrk
 #  3. `sigil dev` start-up until /healthz answers 200 (fresh and reused dir)
+#  4. the Workload API: cached fetch latency, fresh SVIDs/s, entry-to-stream,
+#     10,000 open streams
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CGO_ENABLED=1
@@ -41,3 +43,9 @@ go test -run '^$' -bench 'BenchmarkAppend$' -benchtime 20000x ./tlog | grep -E '
 
 echo "## proofs at 1M entries (10M with SIGIL_BENCH_BIG=1)" >>"$out"
 go test -run '^$' -bench 'BenchmarkProofs' -benchtime 2s -timeout 30m ./tlog | grep -E '^Benchmark' >>"$out"
+
+echo "## Workload API (go-spiffe client, same process as the server)" >>"$out"
+go test -run '^$' -bench 'BenchmarkWorkloadFetchCached' -benchtime 5000x -count 3 ./server | grep -E '^Benchmark' >>"$out"
+go test -run '^$' -bench 'BenchmarkWorkloadMintFresh' -benchtime 8x -count 3 ./server | grep -E '^Benchmark' >>"$out"
+go test -run '^$' -bench 'BenchmarkEntryToStream' -benchtime 50x -count 3 ./server | grep -E '^Benchmark' >>"$out"
+go test -run '^$' -bench 'BenchmarkOpenStreams' -benchtime 1x -count 3 ./server | grep -E '^Benchmark' >>"$out"

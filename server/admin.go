@@ -43,6 +43,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("POST /v1/ca/revoke", s.operator(s.handleRevoke))
 	mux.Handle("GET /v1/ca/certs", s.operator(s.handleListCerts))
 	mux.Handle("POST /v1/ca/rotate", s.operator(s.handleRotateIntermediate))
+	mux.Handle("POST /v1/jwt/rotate", s.operator(s.handleRotateJWT))
 	mux.Handle("POST /v1/entries", s.operator(s.handleEntryCreate))
 	mux.Handle("GET /v1/entries", s.operator(s.handleEntryList))
 	mux.Handle("GET /v1/entries/{id}", s.operator(s.handleEntryGet))
@@ -390,6 +391,9 @@ func (s *Server) handleRotateIntermediate(w http.ResponseWriter, r *http.Request
 	if err != nil {
 		s.writeAdminError(w, err)
 		return
+	}
+	if rotated {
+		s.refreshTrust()
 	}
 	active := auth.Intermediates()[0]
 	writeJSON(w, http.StatusOK, map[string]any{

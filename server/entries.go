@@ -101,6 +101,7 @@ func (s *Server) handleEntryCreate(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
+	s.entriesChanged(r.Context())
 	writeJSON(w, http.StatusOK, entryToJSON(e))
 }
 
@@ -169,6 +170,7 @@ func (s *Server) handleEntryUpdate(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
+	s.entriesChanged(r.Context())
 	writeJSON(w, http.StatusOK, entryToJSON(e))
 }
 
@@ -186,6 +188,7 @@ func (s *Server) handleEntryDelete(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
+	s.entriesChanged(r.Context())
 	w.WriteHeader(http.StatusNoContent)
 }
 

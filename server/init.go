@@ -94,6 +94,7 @@ func (s *Server) Initialize(ctx context.Context, o InitOptions) (*InitResult, er
 	if err := auth.Bootstrap(ctx); err != nil {
 		return nil, fmt.Errorf("creating the root and intermediate: %w", err)
 	}
+	s.refreshTrust()
 	if err := s.ensureTLS(ctx, auth); err != nil {
 		return nil, fmt.Errorf("issuing the HTTPS certificate: %w", err)
 	}

@@ -72,6 +72,7 @@ func (s *Server) Serve(ctx context.Context, l *Listeners) error {
 	wctx, stopWorkload := context.WithCancel(ctx)
 	defer stopWorkload()
 	go func() { errc <- s.workloadAPI().Serve(wctx, l.Workload) }()
+	go s.watchIdentity(wctx)
 	s.log.Info("listening", "https", l.HTTPS.Addr().String(), "http", l.HTTP.Addr().String(), "workload_socket", l.Workload.Addr().String())
 
 	var err error
@@ -84,9 +85,7 @@ func (s *Server) Serve(ctx context.Context, l *Listeners) error {
 	stopWorkload()
 	admin.Shutdown(shutdown)
 	public.Shutdown(shutdown)
-	s.mu.Lock()
-	s.stopBackgroundLocked()
-	s.mu.Unlock()
+	s.stopBackground()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

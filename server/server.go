@@ -30,6 +30,7 @@ import (
 	"github.com/sigil-pki/sigil/ca"
 	"github.com/sigil-pki/sigil/config"
 	"github.com/sigil-pki/sigil/hsm"
+	"github.com/sigil-pki/sigil/identity/jwtsvid"
 	"github.com/sigil-pki/sigil/storage"
 	"github.com/sigil-pki/sigil/tlog"
 )
@@ -70,12 +71,15 @@ type Server struct {
 
 	mu        sync.Mutex // guards the fields below and lifecycle transitions
 	authority *ca.Authority
+	jwt       *jwtsvid.Issuer
 	tlog      *tlog.Log
 	// logVerifier is the note verifier key of the log's checkpoints.
 	logVerifier string
 	stopBG      context.CancelFunc
 	bgDone      chan struct{}
 	tls         *tlsHolder
+
+	ids identityState
 }
 
 // New opens storage and the HSM token and, when the seal allows it,
@@ -216,9 +220,22 @@ func (s *Server) afterUnseal(ctx context.Context) error {
 		return fmt.Errorf("loading the certificate authority: %w", err)
 	}
 	s.mu.Lock()
-	s.tlog, s.logVerifier, s.authority = l, verifier, auth
+	s.tlog, s.logVerifier = l, verifier
+	s.mu.Unlock()
+	jwt, err := s.openJWT(ctx)
+	if err != nil {
+		s.mu.Lock()
+		s.tlog, s.logVerifier = nil, ""
+		s.mu.Unlock()
+		l.Close()
+		s.barrier.Seal()
+		return fmt.Errorf("loading the JWT-SVID keys: %w", err)
+	}
+	s.mu.Lock()
+	s.authority, s.jwt = auth, jwt
 	s.startBackgroundLocked()
 	s.mu.Unlock()
+	s.refreshTrust()
 	if err := s.ensureTLS(ctx, auth); err != nil {
 		s.log.Error("issuing the HTTPS certificate", "err", err)
 	}
@@ -300,9 +317,9 @@ func (s *Server) SubmitShare(ctx context.Context, share []byte) (barrier.Status,
 // Seal drops every key from memory at once. Auto-unsealing seals stay
 // sealed until the server restarts or Unseal is called.
 func (s *Server) Seal() {
+	s.stopBackground()
 	s.mu.Lock()
-	s.stopBackgroundLocked()
-	s.authority = nil
+	s.authority, s.jwt = nil, nil
 	l := s.tlog
 	s.tlog, s.logVerifier = nil, ""
 	s.mu.Unlock()
@@ -314,6 +331,7 @@ func (s *Server) Seal() {
 	}
 	wasSealed := s.barrier.Sealed()
 	s.barrier.Seal()
+	s.refreshTrust()
 	s.metrics.sealed.Set(1)
 	if !wasSealed {
 		s.log.Warn("Sigil is sealed")
@@ -351,13 +369,18 @@ func (s *Server) startBackgroundLocked() {
 	}()
 }
 
-func (s *Server) stopBackgroundLocked() {
-	if s.stopBG == nil {
+// stopBackground stops the maintenance goroutine and waits for it without
+// holding s.mu, which the goroutine takes.
+func (s *Server) stopBackground() {
+	s.mu.Lock()
+	stop, done := s.stopBG, s.bgDone
+	s.stopBG, s.bgDone = nil, nil
+	s.mu.Unlock()
+	if stop == nil {
 		return
 	}
-	s.stopBG()
-	<-s.bgDone
-	s.stopBG, s.bgDone = nil, nil
+	stop()
+	<-done
 }
 
 // runMaintenance runs the CA's periodic work (CRL refresh, intermediate
@@ -391,6 +414,7 @@ func (s *Server) runMaintenance(ctx context.Context, auth *ca.Authority) {
 		if err := s.ensureTLS(ctx, auth); err != nil && ctx.Err() == nil {
 			s.log.Error("renewing the HTTPS certificate", "err", err)
 		}
+		s.maintainJWT(ctx, lock != nil)
 		select {
 		case <-ctx.Done():
 			if lock != nil {

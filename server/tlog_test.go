@@ -220,7 +220,7 @@ func findIssuance(t *testing.T, l *tlog.Log, size int64, der []byte) int64 {
 
 // operatorClient is an HTTPS client holding the operator identity that
 // Initialize wrote into dir.
-func operatorClient(t *testing.T, s *Server, dir string) *http.Client {
+func operatorClient(t testing.TB, s *Server, dir string) *http.Client {
 	t.Helper()
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "operator.pem"), filepath.Join(dir, "operator-key.pem"))
 	if err != nil {

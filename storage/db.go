@@ -397,7 +397,8 @@ func (db *DB) GetCertificate(ctx context.Context, serial string) (Certificate, e
 // Listing limits of CertificateFilter.
 const (
 	defaultListLimit = 100
-	maxListLimit     = 1000
+	// MaxListLimit is the most rows one listing returns.
+	MaxListLimit = 1000
 )
 
 // listLimit applies the listings' default and maximum to a requested limit.
@@ -405,8 +406,8 @@ func listLimit(n int) int {
 	switch {
 	case n <= 0:
 		return defaultListLimit
-	case n > maxListLimit:
-		return maxListLimit
+	case n > MaxListLimit:
+		return MaxListLimit
 	}
 	return n
 }

@@ -23,7 +23,7 @@ func caCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "Issue, revoke and list certificates"}
 	var cf clientFlags
 	cf.register(cmd)
-	cmd.AddCommand(issueCmd(&cf), revokeCmd(&cf), listCmd(&cf), rotateIntermediateCmd(&cf))
+	cmd.AddCommand(issueCmd(&cf), revokeCmd(&cf), listCmd(&cf), rotateIntermediateCmd(&cf), rotateJWTCmd(&cf))
 	return cmd
 }
 
@@ -224,4 +224,26 @@ func rotateIntermediateCmd(cf *clientFlags) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "rotate even if the active intermediate is not due")
 	return cmd
+}
+
+func rotateJWTCmd(cf *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rotate-jwt",
+		Short: "Make a new JWT-SVID signing key sign from now on; the old key stays in the bundle until its tokens expire",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var out struct {
+				KID string `json:"kid"`
+			}
+			if err := c.do(cmd.Context(), "POST", "/v1/jwt/rotate", nil, &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "JWT-SVID signing key %s signs from now on\n", out.KID)
+			return nil
+		},
+	}
 }

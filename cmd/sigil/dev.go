@@ -43,7 +43,7 @@ type devInfo struct {
 
 func devCmd() *cobra.Command {
 	var (
-		dataDir, hsmMode, trustDomain, httpsAddr, httpAddr string
+		dataDir, hsmMode, trustDomain, httpsAddr, httpAddr, workloadSocket string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--hsm none|softhsm]",
@@ -70,6 +70,11 @@ func devCmd() *cobra.Command {
 			cfg.DataDir = abs
 			cfg.Seal.Type = "dev"
 			cfg.Listen.HTTPS, cfg.Listen.HTTP = httpsAddr, httpAddr
+			if workloadSocket != "" {
+				if cfg.Listen.WorkloadSocket, err = filepath.Abs(workloadSocket); err != nil {
+					return err
+				}
+			}
 			cfg.CA.DNSDomains = []string{"localhost", "test"}
 			var pin string
 			switch hsmMode {
@@ -141,6 +146,7 @@ func devCmd() *cobra.Command {
 	fl.StringVar(&trustDomain, "trust-domain", "sigil.test", "SPIFFE trust domain")
 	fl.StringVar(&httpsAddr, "https", "127.0.0.1:8443", "HTTPS (mTLS) listener")
 	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", "public HTTP listener")
+	fl.StringVar(&workloadSocket, "workload-socket", "", "Workload API socket (default <data-dir>/workload.sock)")
 	return cmd
 }
 

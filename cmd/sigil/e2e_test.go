@@ -44,6 +44,11 @@ func sigilBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		// Tests run the binary as other users too (workload attestation).
+		if err := os.Chmod(dir, 0o755); err != nil {
+			buildErr = err
+			return
+		}
 		binPath = filepath.Join(dir, "sigil")
 		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
@@ -597,7 +602,7 @@ func TestEntryLifecycle(t *testing.T) {
 
 	out := run(t, true, env, bin, "entry", "create", "--spiffe-id", "spiffe://sigil.test/web",
 		"--selector", "unix:uid:1000", "--selector", "unix:path:/usr/bin/web", "--x509-ttl", "10m", "--dns", "web.test")
-	id := regexp.MustCompile(`Entry ID\s+([0-9a-f]{32})`).FindStringSubmatch(out)
+	id := entryIDRE.FindStringSubmatch(out)
 	if id == nil || !strings.Contains(out, "X509-SVID TTL 10m0s") || !strings.Contains(out, "Revision      1") {
 		t.Fatalf("create: %s", out)
 	}

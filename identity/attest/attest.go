@@ -3,7 +3,6 @@
 package attest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -201,7 +200,7 @@ func checkPidfd(pidfd, pid int) error {
 		}
 		return fmt.Errorf("attesting pid %d: signalling pidfd: %w", pid, err)
 	}
-	info, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
+	info, err := readProcFile("/proc/self/fdinfo/"+strconv.Itoa(pidfd), 256)
 	if err != nil {
 		return fmt.Errorf("attesting pid %d: reading pidfd fdinfo: %w", pid, err)
 	}
@@ -217,10 +216,9 @@ func checkPidfd(pidfd, pid int) error {
 
 // fieldValue returns the trimmed rest of the first line starting with key.
 func fieldValue(b []byte, key string) (string, bool) {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), key); ok {
-			return strings.TrimSpace(rest), true
+	for line := range bytes.Lines(b) {
+		if rest, ok := bytes.CutPrefix(line, []byte(key)); ok {
+			return string(bytes.TrimSpace(rest)), true
 		}
 	}
 	return "", false
@@ -233,8 +231,8 @@ type procStatus struct {
 
 // readStatus reads the effective ids and supplementary groups of pid.
 func readStatus(pid int) (procStatus, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+	b, err := readProcFile("/proc/"+strconv.Itoa(pid)+"/status", 2048)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
 		return procStatus{}, fmt.Errorf("attesting pid %d: reading /proc status: %w", pid, ErrPeerGone)
 	}
 	if err != nil {
@@ -262,6 +260,38 @@ func readStatus(pid int) (procStatus, error) {
 		st.groups = append(st.groups, uint32(g))
 	}
 	return st, nil
+}
+
+// procFileMax bounds what readProcFile reads; /proc/<pid>/status is about
+// 1.5 KiB.
+const procFileMax = 16 << 10
+
+// readProcFile reads a small /proc file with one open, as few reads as it
+// takes and one close: no stat (/proc reports size 0) and no *os.File.
+func readProcFile(path string, sizeHint int) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, sizeHint)
+	for len(buf) < procFileMax {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return nil, fmt.Errorf("%s is larger than %d bytes", path, procFileMax)
 }
 
 // effectiveID returns the second of the four ids (real, effective, saved,

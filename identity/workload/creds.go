@@ -13,71 +13,50 @@ import (
 	"github.com/sigil-pki/sigil/identity/attest"
 )
 
-// attestTimeout bounds the attestation of one connection.
+// attestTimeout bounds the attestation of one request's caller.
 const attestTimeout = 10 * time.Second
 
-// authType names the AuthInfo produced by attestingCreds.
-const authType = "sigil-workload-attestation"
+// authType names the AuthInfo produced by unixCreds.
+const authType = "sigil-workload-unix"
 
-// attestedInfo is the peer AuthInfo of a Workload API connection: the
-// selectors attestation found, or why it failed.
-type attestedInfo struct {
+// unixPeer is the peer AuthInfo of a Workload API connection: the Unix
+// connection itself, so that each request can attest its caller.
+type unixPeer struct {
 	credentials.CommonAuthInfo
-	selectors []string
-	err       error
+	conn *net.UnixConn
 }
 
 // AuthType implements credentials.AuthInfo.
-func (attestedInfo) AuthType() string { return authType }
+func (unixPeer) AuthType() string { return authType }
 
-// attestingCreds are transport credentials that add no encryption (the
-// socket is local) but attest the peer of every accepted connection during
-// the handshake, while the *net.UnixConn is still at hand.
-type attestingCreds struct {
-	ctx      context.Context
-	attestor Attestor
-}
+// unixCreds are transport credentials that add no encryption (the socket
+// is local) and keep the *net.UnixConn of every accepted connection in its
+// AuthInfo, where the kernel's record of the peer can be read.
+type unixCreds struct{}
 
-// ServerHandshake attests the peer of rawConn. A failed attestation does
-// not fail the handshake: it is recorded in the AuthInfo so that every RPC
-// on the connection gets a clear status instead of a dropped connection.
-func (c *attestingCreds) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	info := attestedInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}
-	uc, ok := rawConn.(*net.UnixConn)
-	if !ok {
-		info.err = fmt.Errorf("attesting workload: connection is a %T, not a Unix socket", rawConn)
-		return rawConn, info, nil
-	}
-	ctx, cancel := context.WithTimeout(c.ctx, attestTimeout)
-	defer cancel()
-	sels, err := c.attestor.Attest(ctx, uc)
-	if err != nil {
-		info.err = fmt.Errorf("attesting workload: %w", err)
-		return rawConn, info, nil
-	}
-	info.selectors = selectorStrings(sels)
-	return rawConn, info, nil
+// ServerHandshake records rawConn; a connection that is not a Unix socket
+// is recorded as nil and every request on it is refused.
+func (unixCreds) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	uc, _ := rawConn.(*net.UnixConn)
+	return rawConn, unixPeer{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, conn: uc}, nil
 }
 
 // ClientHandshake is not used: these credentials are for the server only.
-func (c *attestingCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return nil, nil, errors.New("workload: attesting credentials are server-side only")
+func (unixCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("workload: Unix peer credentials are server-side only")
 }
 
 // Info implements credentials.TransportCredentials.
-func (c *attestingCreds) Info() credentials.ProtocolInfo {
+func (unixCreds) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{SecurityProtocol: authType}
 }
 
 // Clone implements credentials.TransportCredentials.
-func (c *attestingCreds) Clone() credentials.TransportCredentials {
-	cp := *c
-	return &cp
-}
+func (unixCreds) Clone() credentials.TransportCredentials { return unixCreds{} }
 
 // OverrideServerName implements credentials.TransportCredentials; it is
 // deprecated upstream and meaningless here.
-func (c *attestingCreds) OverrideServerName(string) error { return nil }
+func (unixCreds) OverrideServerName(string) error { return nil }
 
 func selectorStrings(sels []attest.Selector) []string {
 	out := make([]string, len(sels))
@@ -87,19 +66,23 @@ func selectorStrings(sels []attest.Selector) []string {
 	return out
 }
 
-// callerSelectors returns the selectors attested for the connection that
-// carries ctx's RPC.
-func callerSelectors(ctx context.Context) ([]string, error) {
+// callerSelectors attests the process at the other end of the connection
+// that carries ctx's request, now: a process that called execve(2) since
+// it connected is attested as what it runs now.
+func (s *Server) callerSelectors(ctx context.Context) ([]string, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, errors.New("attesting workload: no peer in the request context")
 	}
-	info, ok := p.AuthInfo.(attestedInfo)
-	if !ok {
-		return nil, fmt.Errorf("attesting workload: peer auth info is %T", p.AuthInfo)
+	info, ok := p.AuthInfo.(unixPeer)
+	if !ok || info.conn == nil {
+		return nil, fmt.Errorf("attesting workload: the connection is not a Unix socket (%T)", p.AuthInfo)
 	}
-	if info.err != nil {
-		return nil, info.err
+	ctx, cancel := context.WithTimeout(ctx, attestTimeout)
+	defer cancel()
+	sels, err := s.attestor.Attest(ctx, info.conn)
+	if err != nil {
+		return nil, fmt.Errorf("attesting workload: %w", err)
 	}
-	return info.selectors, nil
+	return selectorStrings(sels), nil
 }

@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -11,14 +12,21 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sigil-pki/sigil/identity/attest"
 	"github.com/sigil-pki/sigil/identity/entry"
@@ -28,18 +36,29 @@ import (
 // carry with the value "true" (SPIFFE Workload API, section 5.1).
 const MetadataKey = "workload.spiffe.io"
 
-// minRefresh is the shortest wait between two pushes on one stream, so
+// minRefresh is the shortest wait between two refreshes on one stream, so
 // that an SVID whose lifetime was clipped to almost nothing cannot make a
 // stream spin.
 const minRefresh = 500 * time.Millisecond
+
+// mintParallelism bounds the SVIDs minted at once for one response.
+const mintParallelism = 64
+
+// retryAfterFailure is how long a stream that has served SVIDs waits after
+// failing to refresh them (server sealed, log unavailable) before trying
+// again; the workload keeps the SVIDs it has, which are still valid.
+const retryAfterFailure = 5 * time.Second
+
+// DefaultRotateAt is the fraction of an SVID's lifetime after which a fresh
+// one is pushed.
+const DefaultRotateAt = 0.5
 
 // Attestor finds the selectors of the process at the other end of a Unix
 // socket connection.
 type Attestor interface {
 	// Attest returns the selectors of conn's peer. It MUST return an error,
 	// and no selectors, when the peer cannot be identified with certainty;
-	// the connection is then refused service. It MUST NOT read from or write
-	// to conn.
+	// the request is then refused. It MUST NOT read from or write to conn.
 	Attest(ctx context.Context, conn *net.UnixConn) ([]attest.Selector, error)
 }
 
@@ -51,26 +70,55 @@ type Entries interface {
 	MatchingEntries(ctx context.Context, selectors []string) ([]entry.Entry, error)
 }
 
-// Issuer signs X.509-SVIDs.
-type Issuer interface {
-	// IssueSVID signs an X.509-SVID for the SPIFFE ID with the given public
-	// key, DNS names and TTL, records it, and returns the leaf and the chain
-	// (intermediates). It MUST NOT return a certificate it failed to record.
-	IssueSVID(ctx context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (leaf *x509.Certificate, chain []*x509.Certificate, err error)
-	// Bundle returns the trust domain's X.509 roots.
-	Bundle() []*x509.Certificate
+// Trust is what workloads of the trust domain trust, at one moment. A
+// Trust is never modified once returned; a change is a new *Trust.
+type Trust struct {
+	// X509Authorities are the trust domain's X.509 roots.
+	X509Authorities []*x509.Certificate
+	// JWTAuthorities are the JWT-SVID verification keys by key ID.
+	JWTAuthorities map[string]crypto.PublicKey
+	// X509Signer names the intermediate that signs X.509-SVIDs now; a
+	// cached SVID signed under another name is replaced.
+	X509Signer string
+}
+
+// Authority signs SVIDs and says what to trust.
+type Authority interface {
+	// IssueX509SVID signs an X.509-SVID for the SPIFFE ID with the given
+	// public key, DNS names and TTL, records it, and returns the leaf and
+	// the chain (intermediates). It MUST NOT return a certificate it failed
+	// to record.
+	IssueX509SVID(ctx context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (leaf *x509.Certificate, chain []*x509.Certificate, err error)
+	// MintJWTSVID signs a JWT-SVID for the SPIFFE ID and audience, records
+	// it, and returns the token and its expiry. It MUST NOT return a token
+	// it failed to record.
+	MintJWTSVID(ctx context.Context, spiffeID string, audience []string, ttl time.Duration) (token string, expiry time.Time, err error)
+	// Trust returns the current trust; it must be cheap.
+	Trust() *Trust
+}
+
+// Updates tells streams that entries or trust may have changed.
+type Updates interface {
+	// Changed returns a channel that is closed at the next change.
+	Changed() <-chan struct{}
 }
 
 // Config configures a Server.
 type Config struct {
 	// TrustDomain is the trust domain name, e.g. "example.org". Required.
 	TrustDomain string
-	// Attestor attests each connection's peer. Required.
+	// Attestor attests the caller of every request. Required.
 	Attestor Attestor
 	// Entries finds the entries a workload is entitled to. Required.
 	Entries Entries
-	// Issuer signs SVIDs and supplies the bundle. Required.
-	Issuer Issuer
+	// Authority signs SVIDs and supplies the trust bundle. Required.
+	Authority Authority
+	// RotateAt is the fraction of an X.509-SVID's lifetime after which
+	// streams push a fresh one, in (0, 1). Default: DefaultRotateAt.
+	RotateAt float64
+	// Updates wakes open streams when entries or trust change.
+	// Default: nil, which means streams only wake to rotate SVIDs.
+	Updates Updates
 	// Clock tells the time used to schedule SVID rotation.
 	// Default: nil, which means time.Now.
 	Clock func() time.Time
@@ -84,28 +132,50 @@ type Config struct {
 type Server struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
 
-	td       spiffeid.TrustDomain
-	tdErr    error
-	attestor Attestor
-	entries  Entries
-	issuer   Issuer
-	now      func() time.Time
-	log      *slog.Logger
+	td        spiffeid.TrustDomain
+	tdErr     error
+	attestor  Attestor
+	entries   Entries
+	authority Authority
+	updates   Updates
+	now       func() time.Time
+	log       *slog.Logger
+	cache     *svidCache
+	rotateAt  float64
+
+	trustMu sync.Mutex
+	trust   *Trust
+	encoded encodedTrust
 }
+
+// encodedTrust is a Trust in the Workload API's wire forms.
+type encodedTrust struct {
+	x509DER []byte // roots, concatenated DER
+	jwks    []byte // JWKS JSON
+	jwt     *jwtbundle.Bundle
+}
+
+// never is the change channel of a server without Updates.
+var never = make(chan struct{})
 
 // New returns a Server configured by cfg. An invalid trust domain or a
 // missing dependency is reported by Serve.
 func New(cfg Config) *Server {
 	s := &Server{
-		attestor: cfg.Attestor,
-		entries:  cfg.Entries,
-		issuer:   cfg.Issuer,
-		now:      cfg.Clock,
-		log:      cfg.Logger,
+		attestor:  cfg.Attestor,
+		entries:   cfg.Entries,
+		authority: cfg.Authority,
+		updates:   cfg.Updates,
+		now:       cfg.Clock,
+		log:       cfg.Logger,
+		rotateAt:  cfg.RotateAt,
+	}
+	if s.rotateAt <= 0 || s.rotateAt >= 1 {
+		s.rotateAt = DefaultRotateAt
 	}
 	s.td, s.tdErr = spiffeid.TrustDomainFromString(cfg.TrustDomain)
-	if s.tdErr == nil && (cfg.Attestor == nil || cfg.Entries == nil || cfg.Issuer == nil) {
-		s.tdErr = errors.New("attestor, entries and issuer are all required")
+	if s.tdErr == nil && (cfg.Attestor == nil || cfg.Entries == nil || cfg.Authority == nil) {
+		s.tdErr = errors.New("attestor, entries and authority are all required")
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -113,18 +183,18 @@ func New(cfg Config) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.cache = newSVIDCache(s.now)
 	return s
 }
 
 // Serve answers Workload API requests on l until ctx is done, then stops
-// the gRPC server, ending every open stream, and returns nil. Every
-// accepted connection is attested once, before its first request.
+// the gRPC server, ending every open stream, and returns nil.
 func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	if s.tdErr != nil {
 		return fmt.Errorf("starting Workload API server: %w", s.tdErr)
 	}
 	gs := grpc.NewServer(
-		grpc.Creds(&attestingCreds{ctx: ctx, attestor: s.attestor}),
+		grpc.Creds(unixCreds{}),
 		grpc.ChainUnaryInterceptor(unaryHeaderCheck),
 		grpc.ChainStreamInterceptor(streamHeaderCheck),
 	)
@@ -159,15 +229,20 @@ func streamHeaderCheck(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, 
 	return h(srv, ss)
 }
 
-// matchingEntries returns the entries of the caller of ctx, or a gRPC
-// status error: Unauthenticated when attestation failed, PermissionDenied
-// when no entry matches, Internal when the lookup failed.
-func (s *Server) matchingEntries(ctx context.Context) ([]entry.Entry, error) {
-	sels, err := callerSelectors(ctx)
+// attestCaller attests the process that made ctx's request, or returns
+// Unauthenticated.
+func (s *Server) attestCaller(ctx context.Context) ([]string, error) {
+	sels, err := s.callerSelectors(ctx)
 	if err != nil {
 		s.log.WarnContext(ctx, "workload attestation failed", "err", err)
 		return nil, status.Error(codes.Unauthenticated, "workload attestation failed")
 	}
+	return sels, nil
+}
+
+// entriesFor returns the entries matching sels, or a gRPC status error:
+// PermissionDenied when none matches, Internal when the lookup failed.
+func (s *Server) entriesFor(ctx context.Context, sels []string) ([]entry.Entry, error) {
 	entries, err := s.entries.MatchingEntries(ctx, sels)
 	if err != nil {
 		s.log.ErrorContext(ctx, "looking up registration entries", "err", err)
@@ -180,97 +255,330 @@ func (s *Server) matchingEntries(ctx context.Context) ([]entry.Entry, error) {
 	return entries, nil
 }
 
+// changed returns the channel closed at the next update.
+func (s *Server) changed() <-chan struct{} {
+	if s.updates == nil {
+		return never
+	}
+	return s.updates.Changed()
+}
+
+// currentTrust returns the authority's trust and its wire encodings,
+// re-encoding only when the trust changed.
+func (s *Server) currentTrust() (*Trust, encodedTrust, error) {
+	t := s.authority.Trust()
+	s.trustMu.Lock()
+	defer s.trustMu.Unlock()
+	if t == s.trust {
+		return t, s.encoded, nil
+	}
+	jb := jwtbundle.FromJWTAuthorities(s.td, t.JWTAuthorities)
+	jwks, err := jb.Marshal()
+	if err != nil {
+		return nil, encodedTrust{}, fmt.Errorf("encoding the JWT bundle: %w", err)
+	}
+	s.trust = t
+	s.encoded = encodedTrust{x509DER: concatDER(t.X509Authorities), jwks: jwks, jwt: jb}
+	return t, s.encoded, nil
+}
+
+// wait blocks until at, a change, or the end of ctx; it reports false for
+// the last.
+func (s *Server) wait(ctx context.Context, at time.Time, changed <-chan struct{}) bool {
+	var timeout <-chan time.Time
+	if !at.IsZero() {
+		t := time.NewTimer(max(at.Sub(s.now()), minRefresh))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-changed:
+	case <-timeout:
+	}
+	return true
+}
+
 // FetchX509SVID streams the caller's X.509-SVIDs: one response at once,
-// then a fresh one whenever the earliest SVID of the previous response
-// passes half its lifetime, until the stream's context is done.
+// then a new one whenever an SVID passes half its lifetime, an entry of the
+// caller is created, changed or deleted, or the signing intermediate or
+// the bundle changes. When the caller no longer matches any entry the
+// stream ends with PermissionDenied.
 func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	ctx := stream.Context()
+	sels, err := s.attestCaller(ctx)
+	if err != nil {
+		return err
+	}
+	var sent string
 	for {
-		entries, err := s.matchingEntries(ctx)
+		changed := s.changed()
+		entries, err := s.entriesFor(ctx, sels)
 		if err != nil {
 			return err
 		}
-		resp, refreshAt, err := s.x509Response(ctx, entries)
+		resp, refreshAt, fp, err := s.x509Response(ctx, entries)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			s.log.ErrorContext(ctx, "issuing X.509-SVIDs", "err", err)
-			return status.Error(codes.Unavailable, "issuing X.509-SVIDs failed")
+			if sent == "" {
+				return status.Error(codes.Unavailable, "issuing X.509-SVIDs failed")
+			}
+			if !s.wait(ctx, s.now().Add(retryAfterFailure), changed) {
+				return nil
+			}
+			continue
 		}
-		if err := stream.Send(resp); err != nil {
-			return fmt.Errorf("sending X.509-SVID response: %w", err)
+		if fp != sent {
+			if err := stream.Send(resp); err != nil {
+				return fmt.Errorf("sending X.509-SVID response: %w", err)
+			}
+			sent = fp
 		}
-		wait := max(refreshAt.Sub(s.now()), minRefresh)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !s.wait(ctx, refreshAt, changed) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
 
-// x509Response issues one SVID per entry and returns the response and the
-// time at which the earliest of them passes half its lifetime.
-func (s *Server) x509Response(ctx context.Context, entries []entry.Entry) (*workload.X509SVIDResponse, time.Time, error) {
-	bundle := concatDER(s.issuer.Bundle())
-	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, 0, len(entries))}
+// cacheKey names what an SVID for e depends on: the entry's identity
+// fields and the intermediate that signs.
+func cacheKey(e entry.Entry, signer string) string {
+	return strings.Join([]string{
+		e.ID, e.SPIFFEID, strings.Join(e.DNSNames, ","),
+		strconv.FormatInt(int64(e.X509SVIDTTL), 10), strconv.FormatInt(e.UpdatedAt.UnixNano(), 10), signer,
+	}, "\x00")
+}
+
+// x509Response returns the response for entries, the time at which its
+// earliest SVID passes half its lifetime, and a fingerprint that changes
+// exactly when the response's content does. SVIDs come from the cache or
+// are minted in parallel.
+func (s *Server) x509Response(ctx context.Context, entries []entry.Entry) (*workload.X509SVIDResponse, time.Time, string, error) {
+	trust, enc, err := s.currentTrust()
+	if err != nil {
+		return nil, time.Time{}, "", err
+	}
+	svids := make([]*cachedSVID, len(entries))
+	var misses []int
+	for n, e := range entries {
+		if svids[n] = s.cache.fresh(cacheKey(e, trust.X509Signer)); svids[n] == nil {
+			misses = append(misses, n)
+		}
+	}
+	if len(misses) > 0 {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(mintParallelism)
+		for _, n := range misses {
+			e := entries[n]
+			g.Go(func() error {
+				sv, err := s.cache.get(gctx, cacheKey(e, trust.X509Signer), func(ctx context.Context) (*cachedSVID, error) {
+					return s.mintX509(ctx, e)
+				})
+				svids[n] = sv
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, time.Time{}, "", err
+		}
+	}
+	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(entries))}
 	var refreshAt time.Time
-	for _, e := range entries {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, time.Time{}, fmt.Errorf("generating key for %s: %w", e.SPIFFEID, err)
-		}
-		leaf, chain, err := s.issuer.IssueSVID(ctx, e.SPIFFEID, e.DNSNames, key.Public(), e.X509SVIDTTL)
-		if err != nil {
-			return nil, time.Time{}, fmt.Errorf("issuing X.509-SVID for %s: %w", e.SPIFFEID, err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, time.Time{}, fmt.Errorf("encoding key for %s: %w", e.SPIFFEID, err)
-		}
-		resp.Svids = append(resp.Svids, &workload.X509SVID{
+	var fp strings.Builder
+	for n, e := range entries {
+		sv := svids[n]
+		resp.Svids[n] = &workload.X509SVID{
 			SpiffeId:    e.SPIFFEID,
-			X509Svid:    concatDER(append([]*x509.Certificate{leaf}, chain...)),
-			X509SvidKey: keyDER,
-			Bundle:      bundle,
+			X509Svid:    sv.chainDER,
+			X509SvidKey: sv.keyDER,
+			Bundle:      enc.x509DER,
 			Hint:        e.Hint,
-		})
-		s.log.InfoContext(ctx, "issued X.509-SVID", "spiffe_id", e.SPIFFEID, "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
-		if h := halfLife(leaf, s.now()); refreshAt.IsZero() || h.Before(refreshAt) {
-			refreshAt = h
 		}
+		if refreshAt.IsZero() || sv.refreshAt.Before(refreshAt) {
+			refreshAt = sv.refreshAt
+		}
+		fp.WriteString(sv.serial)
+		fp.WriteByte(',')
 	}
-	return resp, refreshAt, nil
+	fmt.Fprintf(&fp, "%p", trust)
+	return resp, refreshAt, fp.String(), nil
 }
 
-// halfLife returns the moment leaf passes half its remaining lifetime as
-// seen from now, counting from NotBefore unless that is backdated.
-func halfLife(leaf *x509.Certificate, now time.Time) time.Time {
+// mintX509 issues a fresh SVID for e with a new key.
+func (s *Server) mintX509(ctx context.Context, e entry.Entry) (*cachedSVID, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating key for %s: %w", e.SPIFFEID, err)
+	}
+	leaf, chain, err := s.authority.IssueX509SVID(ctx, e.SPIFFEID, e.DNSNames, key.Public(), e.X509SVIDTTL)
+	if err != nil {
+		return nil, fmt.Errorf("issuing X.509-SVID for %s: %w", e.SPIFFEID, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encoding key for %s: %w", e.SPIFFEID, err)
+	}
+	s.log.InfoContext(ctx, "issued X.509-SVID", "spiffe_id", e.SPIFFEID, "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
+	return &cachedSVID{
+		chainDER:  concatDER(append([]*x509.Certificate{leaf}, chain...)),
+		keyDER:    keyDER,
+		serial:    leaf.SerialNumber.Text(16),
+		notAfter:  leaf.NotAfter,
+		refreshAt: rotationTime(leaf, s.now(), s.rotateAt),
+	}, nil
+}
+
+// rotationTime returns the moment leaf has used the fraction at of its
+// lifetime, counting from NotBefore unless that is backdated (then from
+// now).
+func rotationTime(leaf *x509.Certificate, now time.Time, at float64) time.Time {
 	start := leaf.NotBefore
 	if now.After(start) {
 		start = now
 	}
-	return start.Add(leaf.NotAfter.Sub(start) / 2)
+	return start.Add(time.Duration(float64(leaf.NotAfter.Sub(start)) * at))
 }
 
-// FetchX509Bundles sends the trust bundle of the trust domain, then keeps
-// the stream open until its context is done.
+// FetchX509Bundles streams the trust domain's X.509 bundle: at once, then
+// whenever it changes.
 func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
-	ctx := stream.Context()
-	if _, err := s.matchingEntries(ctx); err != nil {
+	return s.streamBundles(stream.Context(),
+		func(enc encodedTrust) []byte { return enc.x509DER },
+		func(b []byte) error {
+			return stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{s.td.IDString(): b}})
+		})
+}
+
+// FetchJWTBundles streams the trust domain's JWT bundle (a JWKS): at once,
+// then whenever a key is added or retired.
+func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
+	return s.streamBundles(stream.Context(),
+		func(enc encodedTrust) []byte { return enc.jwks },
+		func(b []byte) error {
+			return stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{s.td.IDString(): b}})
+		})
+}
+
+// streamBundles runs a bundle stream for an attested caller with an
+// identity: it sends pick's bytes of the current trust at once and again
+// whenever they change. It ends with PermissionDenied once the caller no
+// longer matches an entry.
+func (s *Server) streamBundles(ctx context.Context, pick func(encodedTrust) []byte, send func([]byte) error) error {
+	sels, err := s.attestCaller(ctx)
+	if err != nil {
 		return err
 	}
-	resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{
-		s.td.IDString(): concatDER(s.issuer.Bundle()),
-	}}
-	if err := stream.Send(resp); err != nil {
-		return fmt.Errorf("sending X.509 bundle response: %w", err)
+	var last []byte
+	for {
+		changed := s.changed()
+		if _, err := s.entriesFor(ctx, sels); err != nil {
+			return err
+		}
+		t, enc, err := s.currentTrust()
+		if err != nil {
+			s.log.ErrorContext(ctx, "encoding bundles", "err", err)
+			return status.Error(codes.Internal, "encoding bundles failed")
+		}
+		// A sealed server has nothing to trust; an empty bundle would make
+		// the workload distrust everything, so nothing is sent until it
+		// unseals.
+		empty := len(t.X509Authorities) == 0 && len(t.JWTAuthorities) == 0
+		if b := pick(enc); !empty && (last == nil || !bytes.Equal(b, last)) {
+			if err := send(b); err != nil {
+				return fmt.Errorf("sending bundle response: %w", err)
+			}
+			last = b
+		}
+		if !s.wait(ctx, time.Time{}, changed) {
+			return nil
+		}
 	}
-	<-ctx.Done()
-	return nil
+}
+
+// FetchJWTSVID mints one JWT-SVID per entry of the caller (or only for the
+// requested SPIFFE ID) for the requested audience.
+func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
+	if len(req.GetAudience()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	}
+	for _, a := range req.GetAudience() {
+		if a == "" {
+			return nil, status.Error(codes.InvalidArgument, "audience must not be empty")
+		}
+	}
+	sels, err := s.attestCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := s.entriesFor(ctx, sels)
+	if err != nil {
+		return nil, err
+	}
+	if want := req.GetSpiffeId(); want != "" {
+		if _, err := spiffeid.FromString(want); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "invalid requested SPIFFE ID: %v", err)
+		}
+		var only []entry.Entry
+		for _, e := range entries {
+			if e.SPIFFEID == want {
+				only = append(only, e)
+				break
+			}
+		}
+		if len(only) == 0 {
+			return nil, status.Errorf(codes.PermissionDenied, "no identity issued for %s", want)
+		}
+		entries = only
+	}
+	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, 0, len(entries))}
+	for _, e := range entries {
+		token, exp, err := s.authority.MintJWTSVID(ctx, e.SPIFFEID, req.GetAudience(), e.JWTSVIDTTL)
+		if err != nil {
+			s.log.ErrorContext(ctx, "minting JWT-SVID", "spiffe_id", e.SPIFFEID, "err", err)
+			return nil, status.Error(codes.Unavailable, "minting JWT-SVID failed")
+		}
+		s.log.InfoContext(ctx, "issued JWT-SVID", "spiffe_id", e.SPIFFEID, "audience", req.GetAudience(), "expiry", exp)
+		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: e.SPIFFEID, Svid: token, Hint: e.Hint})
+	}
+	return resp, nil
+}
+
+// ValidateJWTSVID checks a JWT-SVID's signature against the trust domain's
+// JWT bundle, its expiry and that audience is among its audiences. Any
+// attested caller may validate; it needs no identity of its own.
+func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
+	switch {
+	case req.GetAudience() == "":
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	case req.GetSvid() == "":
+		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
+	}
+	if _, err := s.attestCaller(ctx); err != nil {
+		return nil, err
+	}
+	_, enc, err := s.currentTrust()
+	if err != nil {
+		return nil, status.Error(codes.Internal, "encoding bundles failed")
+	}
+	return validateJWT(enc.jwt, req.GetSvid(), req.GetAudience())
+}
+
+// validateJWT checks token, which comes from an untrusted caller, against
+// bundle for audience, and answers as ValidateJWTSVID does.
+func validateJWT(bundle *jwtbundle.Bundle, token, audience string) (*workload.ValidateJWTSVIDResponse, error) {
+	svid, err := jwtsvid.ParseAndValidate(token, bundle, []string{audience})
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	claims, err := structpb.NewStruct(svid.Claims)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "claims cannot be represented: %v", err)
+	}
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
 }
 
 func concatDER(certs []*x509.Certificate) []byte {

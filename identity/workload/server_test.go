@@ -32,12 +32,14 @@ import (
 
 	"github.com/sigil-pki/sigil/identity/attest"
 	"github.com/sigil-pki/sigil/identity/entry"
+	"github.com/sigil-pki/sigil/identity/jwtsvid"
+	"github.com/sigil-pki/sigil/identity/jwtsvid/jwtsvidtest"
 )
 
 const testTD = "example.org"
 
-// fixedAttestor returns the same selectors (or error) for every connection
-// and checks that it was handed a live Unix connection.
+// fixedAttestor returns the selectors (or error) last set for every
+// request and checks that it was handed a live Unix connection.
 type fixedAttestor struct {
 	sels []attest.Selector
 	err  error
@@ -53,7 +55,13 @@ func (a *fixedAttestor) Attest(_ context.Context, conn *net.UnixConn) ([]attest.
 		return nil, errors.New("nil connection")
 	}
 	a.calls++
-	return a.sels, a.err
+	return slices.Clone(a.sels), a.err
+}
+
+func (a *fixedAttestor) set(sels ...attest.Selector) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sels = sels
 }
 
 // entryList matches entries whose selectors are all among the workload's.
@@ -79,16 +87,19 @@ func (l entryList) MatchingEntries(_ context.Context, sels []string) ([]entry.En
 // testCA is a root and an intermediate made with crypto/x509; SVIDs are
 // signed by the intermediate.
 type testCA struct {
-	t        *testing.T
-	root     *x509.Certificate
+	t       testing.TB
+	root    *x509.Certificate
+	rootKey *ecdsa.PrivateKey
+	jwt     *jwtsvid.Issuer
+
+	mu       sync.Mutex
 	inter    *x509.Certificate
 	interKey *ecdsa.PrivateKey
-
-	mu     sync.Mutex
-	issued []*x509.Certificate
+	trust    *Trust
+	issued   []*x509.Certificate
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	now := time.Now()
 	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -104,23 +115,32 @@ func newTestCA(t *testing.T) *testCA {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}, nil, rootKey.Public(), rootKey)
-	interKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &testCA{t: t, root: root, rootKey: rootKey, jwt: jwtsvidtest.NewIssuer(t, testTD)}
+	ca.inter, ca.interKey = ca.newIntermediate(t, 2)
+	return ca
+}
+
+// newIntermediate makes an intermediate with the given serial under the
+// root.
+func (ca *testCA) newIntermediate(t testing.TB, serial int64) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	inter := mustCert(t, &x509.Certificate{
-		SerialNumber:          big.NewInt(2),
+	now := time.Now()
+	return mustCert(t, &x509.Certificate{
+		SerialNumber:          big.NewInt(serial),
 		Subject:               pkix.Name{CommonName: "test intermediate"},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}, root, interKey.Public(), rootKey)
-	return &testCA{t: t, root: root, inter: inter, interKey: interKey}
+	}, ca.root, key.Public(), ca.rootKey), key
 }
 
-func mustCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+func mustCert(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
 	t.Helper()
 	if parent == nil {
 		parent = tmpl
@@ -136,7 +156,7 @@ func mustCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey
 	return c
 }
 
-func (ca *testCA) IssueSVID(_ context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*x509.Certificate, []*x509.Certificate, error) {
+func (ca *testCA) IssueX509SVID(_ context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*x509.Certificate, []*x509.Certificate, error) {
 	u, err := url.Parse(spiffeID)
 	if err != nil {
 		return nil, nil, err
@@ -146,6 +166,9 @@ func (ca *testCA) IssueSVID(_ context.Context, spiffeID string, dns []string, pu
 		return nil, nil, err
 	}
 	now := time.Now()
+	ca.mu.Lock()
+	inter, interKey := ca.inter, ca.interKey
+	ca.mu.Unlock()
 	leaf := mustCert(ca.t, &x509.Certificate{
 		SerialNumber:          serial,
 		NotBefore:             now,
@@ -155,14 +178,45 @@ func (ca *testCA) IssueSVID(_ context.Context, spiffeID string, dns []string, pu
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
-	}, ca.inter, pub, ca.interKey)
+	}, inter, pub, interKey)
 	ca.mu.Lock()
 	ca.issued = append(ca.issued, leaf)
 	ca.mu.Unlock()
-	return leaf, []*x509.Certificate{ca.inter}, nil
+	return leaf, []*x509.Certificate{inter}, nil
 }
 
-func (ca *testCA) Bundle() []*x509.Certificate { return []*x509.Certificate{ca.root} }
+func (ca *testCA) MintJWTSVID(ctx context.Context, spiffeID string, audience []string, ttl time.Duration) (string, time.Time, error) {
+	return ca.jwt.Mint(ctx, spiffeID, audience, ttl)
+}
+
+func (ca *testCA) Trust() *Trust {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if ca.trust == nil {
+		ca.trust = &Trust{
+			X509Authorities: []*x509.Certificate{ca.root},
+			JWTAuthorities:  ca.jwt.PublicKeys(),
+			X509Signer:      ca.inter.SerialNumber.String(),
+		}
+	}
+	return ca.trust
+}
+
+// rotate replaces the intermediate and the JWT key, as the server's CA and
+// key maintenance do; the next Trust differs.
+func (ca *testCA) rotate(t *testing.T) {
+	t.Helper()
+	if _, err := ca.jwt.Rotate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ca.mu.Lock()
+	serial := ca.inter.SerialNumber.Int64() + 1
+	ca.mu.Unlock()
+	inter, key := ca.newIntermediate(t, serial)
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	ca.inter, ca.interKey, ca.trust = inter, key, nil
+}
 
 func (ca *testCA) issuedCount() int {
 	ca.mu.Lock()
@@ -184,7 +238,7 @@ func webEntry(ttl time.Duration) entry.Entry {
 
 // startServer serves the Workload API on a socket in a temp dir and returns
 // the socket's address for go-spiffe's client.
-func startServer(t *testing.T, att Attestor, entries Entries, ca *testCA) string {
+func startServer(t *testing.T, att Attestor, entries Entries, ca *testCA, updates Updates) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "workload.sock")
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -195,7 +249,8 @@ func startServer(t *testing.T, att Attestor, entries Entries, ca *testCA) string
 		TrustDomain: testTD,
 		Attestor:    att,
 		Entries:     entries,
-		Issuer:      ca,
+		Authority:   ca,
+		Updates:     updates,
 		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -224,7 +279,7 @@ func TestFetchX509SVID(t *testing.T) {
 	ca := newTestCA(t)
 	att := &fixedAttestor{sels: webSelectors}
 	other := entry.Entry{SPIFFEID: "spiffe://example.org/db", Selectors: []string{"unix:uid:2000"}, X509SVIDTTL: time.Hour}
-	addr := startServer(t, att, entryList{other, webEntry(time.Hour)}, ca)
+	addr := startServer(t, att, entryList{other, webEntry(time.Hour)}, ca, nil)
 	client := newClient(t, addr)
 
 	svid, err := client.FetchX509SVID(t.Context())
@@ -293,7 +348,7 @@ func TestDenied(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ca := newTestCA(t)
-			addr := startServer(t, tc.attestor, entryList{webEntry(time.Hour)}, ca)
+			addr := startServer(t, tc.attestor, entryList{webEntry(time.Hour)}, ca, nil)
 			client := newClient(t, addr)
 			_, err := client.FetchX509SVID(t.Context())
 			if got := status.Code(err); got != tc.want {
@@ -312,7 +367,7 @@ func TestDenied(t *testing.T) {
 
 func TestSecurityHeader(t *testing.T) {
 	ca := newTestCA(t)
-	addr := startServer(t, &fixedAttestor{sels: webSelectors}, entryList{webEntry(time.Hour)}, ca)
+	addr := startServer(t, &fixedAttestor{sels: webSelectors}, entryList{webEntry(time.Hour)}, ca, nil)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("dialing %s: %v", addr, err)
@@ -352,9 +407,6 @@ func TestSecurityHeader(t *testing.T) {
 				t.Errorf("FetchX509Bundles: %v (code %v), want code %v", err, got, tc.want)
 			}
 			want := tc.want
-			if want == codes.OK {
-				want = codes.Unimplemented
-			}
 			_, err = api.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"x"}})
 			if got := status.Code(err); got != want {
 				t.Errorf("FetchJWTSVID: %v (code %v), want code %v", err, got, want)
@@ -368,7 +420,7 @@ func TestSecurityHeader(t *testing.T) {
 
 func TestRotation(t *testing.T) {
 	ca := newTestCA(t)
-	addr := startServer(t, &fixedAttestor{sels: webSelectors}, entryList{webEntry(2 * time.Second)}, ca)
+	addr := startServer(t, &fixedAttestor{sels: webSelectors}, entryList{webEntry(2 * time.Second)}, ca, nil)
 	src, err := workloadapi.NewX509Source(t.Context(), workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
 	if err != nil {
 		t.Fatalf("NewX509Source: %v", err)
@@ -418,8 +470,8 @@ func TestServeRejectsBadConfig(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"bad trust domain", Config{TrustDomain: "Not A Domain", Attestor: &fixedAttestor{}, Entries: entryList{}, Issuer: &testCA{}}},
-		{"missing issuer", Config{TrustDomain: testTD, Attestor: &fixedAttestor{}, Entries: entryList{}}},
+		{"bad trust domain", Config{TrustDomain: "Not A Domain", Attestor: &fixedAttestor{}, Entries: entryList{}, Authority: &testCA{}}},
+		{"missing authority", Config{TrustDomain: testTD, Attestor: &fixedAttestor{}, Entries: entryList{}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -436,23 +488,25 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	}
 }
 
-func TestHalfLife(t *testing.T) {
+func TestRotationTime(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name      string
 		notBefore time.Time
 		notAfter  time.Time
+		at        float64
 		want      time.Time
 	}{
-		{"fresh", now, now.Add(time.Hour), now.Add(30 * time.Minute)},
-		{"backdated", now.Add(-time.Hour), now.Add(time.Hour), now.Add(30 * time.Minute)},
-		{"future start", now.Add(time.Minute), now.Add(3 * time.Minute), now.Add(2 * time.Minute)},
+		{"fresh, half", now, now.Add(time.Hour), 0.5, now.Add(30 * time.Minute)},
+		{"backdated, half", now.Add(-time.Hour), now.Add(time.Hour), 0.5, now.Add(30 * time.Minute)},
+		{"future start, half", now.Add(time.Minute), now.Add(3 * time.Minute), 0.5, now.Add(2 * time.Minute)},
+		{"fresh, two thirds", now, now.Add(90 * time.Minute), 2.0 / 3, now.Add(time.Hour)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := halfLife(&x509.Certificate{NotBefore: tc.notBefore, NotAfter: tc.notAfter}, now)
+			got := rotationTime(&x509.Certificate{NotBefore: tc.notBefore, NotAfter: tc.notAfter}, now, tc.at)
 			if !got.Equal(tc.want) {
-				t.Errorf("halfLife = %v, want %v", got, tc.want)
+				t.Errorf("rotationTime = %v, want %v", got, tc.want)
 			}
 		})
 	}
@@ -461,7 +515,7 @@ func TestHalfLife(t *testing.T) {
 func TestFetchX509SVIDsAllEntries(t *testing.T) {
 	ca := newTestCA(t)
 	second := entry.Entry{SPIFFEID: "spiffe://example.org/web-admin", Selectors: []string{"unix:user:web"}, X509SVIDTTL: 30 * time.Minute}
-	addr := startServer(t, &fixedAttestor{sels: webSelectors}, entryList{webEntry(time.Hour), second}, ca)
+	addr := startServer(t, &fixedAttestor{sels: webSelectors}, entryList{webEntry(time.Hour), second}, ca, nil)
 	svids, err := newClient(t, addr).FetchX509SVIDs(t.Context())
 	if err != nil {
 		t.Fatalf("FetchX509SVIDs: %v", err)
@@ -489,7 +543,7 @@ func TestServeStopsOpenStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Config{TrustDomain: testTD, Attestor: &fixedAttestor{sels: webSelectors}, Entries: entryList{webEntry(time.Hour)}, Issuer: ca})
+	srv := New(Config{TrustDomain: testTD, Attestor: &fixedAttestor{sels: webSelectors}, Entries: entryList{webEntry(time.Hour)}, Authority: ca})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()

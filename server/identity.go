@@ -1,0 +1,351 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sigil-pki/sigil/ca"
+	"github.com/sigil-pki/sigil/identity/entry"
+	"github.com/sigil-pki/sigil/identity/jwtsvid"
+	"github.com/sigil-pki/sigil/identity/workload"
+	"github.com/sigil-pki/sigil/storage"
+	"github.com/sigil-pki/sigil/tlog"
+)
+
+// entriesReload is how often the entry snapshot is re-read from storage, to
+// pick up changes another node made; changes made through this node are
+// picked up at once.
+const entriesReload = 5 * time.Second
+
+// trustCheck is how often the trust snapshot is compared with the CA's and
+// the JWT keys' current state (an intermediate rotated by maintenance).
+const trustCheck = time.Second
+
+// identityState is what the Workload API serves from memory: every
+// registration entry, the current trust, and the broadcast that wakes
+// open streams when either changes.
+type identityState struct {
+	updates workload.Broadcast
+
+	reloadMu  sync.Mutex // serialises entry reloads
+	mu        sync.RWMutex
+	entries   []entry.Entry
+	entriesFP string
+	loaded    bool
+
+	trust atomic.Pointer[trustSnapshot]
+}
+
+// trustSnapshot is a workload.Trust with the fingerprint it was built for.
+type trustSnapshot struct {
+	fp    string
+	trust *workload.Trust
+}
+
+// noTrust is served while sealed: nothing to trust, nothing signs.
+var noTrust = &workload.Trust{}
+
+// refreshEntries re-reads every entry and, when any changed, replaces the
+// snapshot and wakes the streams.
+func (s *Server) refreshEntries(ctx context.Context) error {
+	st := &s.ids
+	st.reloadMu.Lock()
+	defer st.reloadMu.Unlock()
+	var all []entry.Entry
+	f := storage.EntryFilter{Limit: storage.MaxListLimit}
+	for {
+		page, err := s.store.ListEntries(ctx, f)
+		if err != nil {
+			return fmt.Errorf("loading registration entries: %w", err)
+		}
+		for _, e := range page {
+			all = append(all, entry.Entry(e))
+		}
+		if len(page) < f.Limit {
+			break
+		}
+		f.AfterID = page[len(page)-1].ID
+	}
+	var fp strings.Builder
+	for _, e := range all {
+		fp.WriteString(e.ID)
+		fp.WriteByte(':')
+		fp.WriteString(strconv.FormatInt(e.Revision, 10))
+		fp.WriteByte(',')
+	}
+	st.mu.Lock()
+	changed := !st.loaded || fp.String() != st.entriesFP
+	st.entries, st.entriesFP, st.loaded = all, fp.String(), true
+	st.mu.Unlock()
+	if changed {
+		st.updates.Notify()
+	}
+	return nil
+}
+
+// entriesChanged is called after this node changed an entry: streams see
+// the change at once. A failed reload is logged; the periodic reload
+// retries.
+func (s *Server) entriesChanged(ctx context.Context) {
+	if err := s.refreshEntries(ctx); err != nil {
+		s.log.Error("reloading registration entries", "err", err)
+	}
+}
+
+// workloadEntries finds the registration entries a workload matches in the
+// in-memory snapshot.
+type workloadEntries struct{ s *Server }
+
+func (w workloadEntries) MatchingEntries(ctx context.Context, selectors []string) ([]entry.Entry, error) {
+	st := &w.s.ids
+	st.mu.RLock()
+	loaded := st.loaded
+	st.mu.RUnlock()
+	if !loaded {
+		if err := w.s.refreshEntries(ctx); err != nil {
+			return nil, err
+		}
+	}
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	var out []entry.Entry
+	for _, e := range st.entries {
+		if e.Matches(selectors) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// refreshTrust rebuilds the trust snapshot when the roots, the signing
+// intermediate or the JWT keys changed, and wakes the streams.
+func (s *Server) refreshTrust() *workload.Trust {
+	s.mu.Lock()
+	auth, jwt := s.authority, s.jwt
+	s.mu.Unlock()
+	if auth == nil || jwt == nil {
+		return noTrust
+	}
+	roots := auth.Roots()
+	var fp strings.Builder
+	for _, r := range roots {
+		fp.WriteString(ca.IssuerID(r))
+		fp.WriteByte(',')
+	}
+	signer := ""
+	if inters := auth.Intermediates(); len(inters) > 0 {
+		signer = ca.IssuerID(inters[0])
+	}
+	fp.WriteString(signer)
+	fp.WriteByte('|')
+	fp.WriteString(jwt.KeyIDs())
+	cur := s.ids.trust.Load()
+	if cur != nil && cur.fp == fp.String() {
+		return cur.trust
+	}
+	next := &trustSnapshot{fp: fp.String(), trust: &workload.Trust{
+		X509Authorities: roots,
+		JWTAuthorities:  jwt.PublicKeys(),
+		X509Signer:      signer,
+	}}
+	if s.ids.trust.CompareAndSwap(cur, next) {
+		s.ids.updates.Notify()
+		return next.trust
+	}
+	return s.ids.trust.Load().trust
+}
+
+// watchIdentity keeps the entry and trust snapshots current until ctx is
+// done.
+func (s *Server) watchIdentity(ctx context.Context) {
+	tick := time.NewTicker(trustCheck)
+	defer tick.Stop()
+	lastReload := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.refreshTrust()
+		if time.Since(lastReload) >= entriesReload {
+			lastReload = time.Now()
+			if err := s.refreshEntries(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("reloading registration entries", "err", err)
+			}
+		}
+	}
+}
+
+// workloadAuthority issues SVIDs through the CA and the JWT issuer, so
+// each is recorded and logged before the workload receives it.
+type workloadAuthority struct{ s *Server }
+
+func (w workloadAuthority) IssueX509SVID(ctx context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*x509.Certificate, []*x509.Certificate, error) {
+	auth, err := w.s.Authority()
+	if err != nil {
+		return nil, nil, err
+	}
+	iss, err := auth.Issue(context.WithValue(ctx, callerKey{}, spiffeID), ca.Request{
+		Profile: ca.ProfileSVID, SPIFFEID: spiffeID, DNSNames: dns, PublicKey: pub, TTL: ttl,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return iss.Certificate, iss.Chain, nil
+}
+
+func (w workloadAuthority) MintJWTSVID(ctx context.Context, spiffeID string, audience []string, ttl time.Duration) (string, time.Time, error) {
+	jwt, err := w.s.jwtIssuer()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return jwt.Mint(context.WithValue(ctx, callerKey{}, spiffeID), spiffeID, audience, ttl)
+}
+
+func (w workloadAuthority) Trust() *workload.Trust {
+	if t := w.s.ids.trust.Load(); t != nil {
+		return t.trust
+	}
+	return w.s.refreshTrust()
+}
+
+// jwtIssuer returns the JWT-SVID issuer, or ErrSealed.
+func (s *Server) jwtIssuer() (*jwtsvid.Issuer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.jwt == nil {
+		return nil, s.notReadyLocked()
+	}
+	return s.jwt, nil
+}
+
+// openJWT loads (or, the first time, creates) the JWT-SVID keys.
+func (s *Server) openJWT(ctx context.Context) (*jwtsvid.Issuer, error) {
+	return jwtsvid.Open(ctx, jwtsvid.Config{
+		Sealer:      s.barrier,
+		IsNotFound:  func(err error) bool { return errors.Is(err, storage.ErrNotFound) },
+		Recorder:    recorder{s},
+		TrustDomain: s.cfg.TrustDomain,
+		RotateEvery: s.cfg.CA.JWT.RotateEvery.D(),
+		PrepareLead: s.cfg.CA.JWT.PrepareLead.D(),
+		MaxTTL:      s.cfg.CA.Leaf.MaxTTL.D(),
+		Clock:       s.clock,
+		Logger:      s.log,
+	})
+}
+
+// RecordJWT logs a JWT-SVID mint: who, for whom, which key, until when, and
+// the token's hash; never the token.
+func (r recorder) RecordJWT(ctx context.Context, m jwtsvid.Minted) error {
+	l, err := r.s.transparencyLog()
+	if err != nil {
+		return err
+	}
+	_, err = l.Append(ctx, tlog.Entry{
+		Kind:  tlog.KindJWTIssue,
+		Time:  m.IssuedAt,
+		Actor: actor(ctx),
+		Subject: tlog.Subject{
+			Path: m.SPIFFEID,
+			Detail: fmt.Sprintf("aud=%s kid=%s exp=%s token_sha256=%s",
+				strings.Join(m.Audience, ","), m.KeyID, m.Expiry.UTC().Format(time.RFC3339), hex.EncodeToString(m.TokenSHA256[:])),
+		},
+	})
+	return err
+}
+
+// RotateJWT makes a new JWT-SVID key sign from now on; the previous one
+// stays in the bundle until its tokens have expired.
+func (s *Server) RotateJWT(ctx context.Context) (string, error) {
+	jwt, err := s.jwtIssuer()
+	if err != nil {
+		return "", err
+	}
+	kid, err := jwt.Rotate(ctx)
+	if err != nil {
+		return "", err
+	}
+	s.refreshTrust()
+	if err := s.audit(ctx, tlog.Entry{Kind: tlog.KindOperatorRotate, Subject: tlog.Subject{Detail: "JWT-SVID signing key " + kid}}); err != nil {
+		return kid, err
+	}
+	return kid, nil
+}
+
+// maintainJWT prepares and retires JWT keys on the maintenance node, and
+// reloads them elsewhere.
+func (s *Server) maintainJWT(ctx context.Context, leader bool) {
+	jwt, err := s.jwtIssuer()
+	if err != nil {
+		return
+	}
+	if leader {
+		_, err = jwt.Maintain(ctx)
+	} else {
+		_, err = jwt.Reload(ctx)
+	}
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("maintaining JWT-SVID keys", "err", err)
+	}
+	s.refreshTrust()
+}
+
+// SPIFFEBundle returns the trust domain's bundle in the SPIFFE bundle
+// format: the X.509 roots and the JWT-SVID keys, with a refresh hint short
+// enough that a relying party learns a new JWT key before it signs.
+func (s *Server) SPIFFEBundle() ([]byte, error) {
+	t := workloadAuthority{s}.Trust()
+	if t == noTrust {
+		s.mu.Lock()
+		err := s.notReadyLocked()
+		s.mu.Unlock()
+		return nil, err
+	}
+	td, err := spiffeid.TrustDomainFromString(s.cfg.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	b := spiffebundle.New(td)
+	b.SetX509Authorities(t.X509Authorities)
+	b.SetJWTAuthorities(t.JWTAuthorities)
+	b.SetRefreshHint(max(s.cfg.CA.JWT.PrepareLead.D()/2, time.Minute))
+	return b.Marshal()
+}
+
+func (s *Server) handleSPIFFEBundle(w http.ResponseWriter, r *http.Request) {
+	body, err := s.SPIFFEBundle()
+	if err != nil {
+		if errors.Is(err, ErrSealed) || errors.Is(err, ErrNotInitialized) {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		s.writePublicError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	w.Write(body)
+}
+
+func (s *Server) handleRotateJWT(w http.ResponseWriter, r *http.Request) {
+	kid, err := s.RotateJWT(r.Context())
+	if err != nil {
+		s.writeAdminError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"kid": kid})
+}
