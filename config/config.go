@@ -33,6 +33,22 @@ type Config struct {
 	// WorkloadAPI configures the SPIFFE Workload API served on
 	// listen.workload_socket.
 	WorkloadAPI WorkloadAPI `yaml:"workload_api"`
+	// Secrets configures the secret store served on the HTTPS listener.
+	Secrets Secrets `yaml:"secrets"`
+}
+
+// Secrets configures the secret store.
+type Secrets struct {
+	// Mounts are the KV mounts, each served at /v1/<mount>/. Names are 1 to
+	// 64 of [a-z0-9_-] and not one of the API's own prefixes. Default
+	// ["secret"].
+	Mounts []string `yaml:"mounts"`
+	// CASRequired lists mounts on which every write must name the version
+	// it replaces (check-and-set). Default [].
+	CASRequired []string `yaml:"cas_required"`
+	// MaxVersions is how many versions a secret keeps unless its metadata
+	// says otherwise, 1 to 1000. Default 10.
+	MaxVersions int `yaml:"max_versions"`
 }
 
 // WorkloadAPI configures the SPIFFE Workload API.

@@ -41,6 +41,7 @@ const (
 	defaultJWTRotateEvery    = Duration(24 * time.Hour)
 	defaultJWTPrepareLead    = Duration(10 * time.Minute)
 	defaultRotateAt          = 0.5
+	defaultMaxVersions       = 10
 	defaultLogBatchSize      = 1024
 	defaultLogBatchDelay     = Duration(2 * time.Millisecond)
 )
@@ -116,6 +117,13 @@ func (c *Config) ApplyDefaults() {
 	setDuration(&ca.JWT.RotateEvery, defaultJWTRotateEvery)
 	setDuration(&ca.JWT.PrepareLead, defaultJWTPrepareLead)
 
+	if c.Secrets.Mounts == nil {
+		c.Secrets.Mounts = []string{"secret"}
+	}
+	if len(c.Secrets.CASRequired) == 0 {
+		c.Secrets.CASRequired = nil
+	}
+	setInt(&c.Secrets.MaxVersions, defaultMaxVersions)
 	if c.WorkloadAPI.RotateAt == 0 {
 		c.WorkloadAPI.RotateAt = defaultRotateAt
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -115,6 +116,38 @@ func (v *validator) config(c *Config) {
 	v.transparencyLog(&c.TransparencyLog)
 	if r := c.WorkloadAPI.RotateAt; !(r > 0 && r < 1) {
 		v.errorf("workload_api.rotate_at", nil, "%v must be above 0 and below 1", r)
+	}
+	v.secrets(&c.Secrets)
+}
+
+// reservedMounts are the first segments of the HTTPS API's own paths.
+var reservedMounts = []string{"sys", "ca", "entries", "jwt", "policies", "acme", "log", "auth", "identity"}
+
+var mountPattern = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+func (v *validator) secrets(s *Secrets) {
+	if len(s.Mounts) == 0 {
+		v.errorf("secrets.mounts", nil, "at least one mount is required")
+	}
+	seen := map[string]bool{}
+	for _, m := range s.Mounts {
+		switch {
+		case !mountPattern.MatchString(m):
+			v.errorf("secrets.mounts", nil, "%q must be 1 to 64 of a-z, 0-9, _ and -", m)
+		case slices.Contains(reservedMounts, m):
+			v.errorf("secrets.mounts", nil, "%q is reserved for the API's own paths (%s)", m, strings.Join(reservedMounts, ", "))
+		case seen[m]:
+			v.errorf("secrets.mounts", nil, "%q is listed twice", m)
+		}
+		seen[m] = true
+	}
+	for _, m := range s.CASRequired {
+		if !seen[m] {
+			v.errorf("secrets.cas_required", []string{"secrets.mounts"}, "%q is not one of secrets.mounts", m)
+		}
+	}
+	if s.MaxVersions < 1 || s.MaxVersions > 1000 {
+		v.errorf("secrets.max_versions", nil, "%d is not from 1 to 1000", s.MaxVersions)
 	}
 }
 

@@ -44,6 +44,12 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("GET /v1/ca/certs", s.operator(s.handleListCerts))
 	mux.Handle("POST /v1/ca/rotate", s.operator(s.handleRotateIntermediate))
 	mux.Handle("POST /v1/jwt/rotate", s.operator(s.handleRotateJWT))
+	mux.Handle("GET /v1/policies", s.operator(s.handlePolicyList))
+	mux.Handle("POST /v1/policies/check", s.operator(s.handlePolicyCheck))
+	mux.Handle("PUT /v1/policies/{name}", s.operator(s.handlePolicyPut))
+	mux.Handle("GET /v1/policies/{name}", s.operator(s.handlePolicyGet))
+	mux.Handle("DELETE /v1/policies/{name}", s.operator(s.handlePolicyDelete))
+	mux.Handle("/v1/", s.secretsHandler())
 	mux.Handle("POST /v1/entries", s.operator(s.handleEntryCreate))
 	mux.Handle("GET /v1/entries", s.operator(s.handleEntryList))
 	mux.Handle("GET /v1/entries/{id}", s.operator(s.handleEntryGet))
@@ -320,6 +326,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.revoked.Inc()
+	s.markRevoked(rec.Serial)
 	if err := s.audit(r.Context(), tlog.Entry{Kind: tlog.KindCertRevoke, Subject: tlog.Subject{
 		Serial: rec.Serial, CertSHA256: sha256.Sum256(rec.DER), Detail: ReasonName(reason)}}); err != nil {
 		s.writeAdminError(w, err)

@@ -25,14 +25,11 @@ import (
 	"github.com/sigil-pki/sigil/tlog"
 )
 
-// entriesReload is how often the entry snapshot is re-read from storage, to
-// pick up changes another node made; changes made through this node are
-// picked up at once.
-const entriesReload = 5 * time.Second
-
-// trustCheck is how often the trust snapshot is compared with the CA's and
-// the JWT keys' current state (an intermediate rotated by maintenance).
-const trustCheck = time.Second
+// watchInterval is how often the server compares its in-memory snapshots
+// (entries, trust, policies, revoked certificates) with storage and the
+// CA, to pick up what another node or a background task changed; changes
+// made through this node are picked up at once.
+const watchInterval = time.Second
 
 // identityState is what the Workload API serves from memory: every
 // registration entry, the current trust, and the broadcast that wakes
@@ -44,6 +41,7 @@ type identityState struct {
 	mu        sync.RWMutex
 	entries   []entry.Entry
 	entriesFP string
+	revision  int64 // storage's entries revision the snapshot was read at
 	loaded    bool
 
 	trust atomic.Pointer[trustSnapshot]
@@ -64,6 +62,10 @@ func (s *Server) refreshEntries(ctx context.Context) error {
 	st := &s.ids
 	st.reloadMu.Lock()
 	defer st.reloadMu.Unlock()
+	rev, err := s.store.EntriesRevision(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the entries revision: %w", err)
+	}
 	var all []entry.Entry
 	f := storage.EntryFilter{Limit: storage.MaxListLimit}
 	for {
@@ -88,7 +90,7 @@ func (s *Server) refreshEntries(ctx context.Context) error {
 	}
 	st.mu.Lock()
 	changed := !st.loaded || fp.String() != st.entriesFP
-	st.entries, st.entriesFP, st.loaded = all, fp.String(), true
+	st.entries, st.entriesFP, st.revision, st.loaded = all, fp.String(), rev, true
 	st.mu.Unlock()
 	if changed {
 		st.updates.Notify()
@@ -168,12 +170,11 @@ func (s *Server) refreshTrust() *workload.Trust {
 	return s.ids.trust.Load().trust
 }
 
-// watchIdentity keeps the entry and trust snapshots current until ctx is
-// done.
-func (s *Server) watchIdentity(ctx context.Context) {
-	tick := time.NewTicker(trustCheck)
+// watch keeps the entry, trust, policy and revocation snapshots current
+// until ctx is done.
+func (s *Server) watch(ctx context.Context) {
+	tick := time.NewTicker(watchInterval)
 	defer tick.Stop()
-	lastReload := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -181,13 +182,32 @@ func (s *Server) watchIdentity(ctx context.Context) {
 		case <-tick.C:
 		}
 		s.refreshTrust()
-		if time.Since(lastReload) >= entriesReload {
-			lastReload = time.Now()
-			if err := s.refreshEntries(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error("reloading registration entries", "err", err)
-			}
+		if err := s.entriesIfChanged(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("reloading registration entries", "err", err)
+		}
+		if err := s.refreshPolicies(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("reloading access policies", "err", err)
+		}
+		if err := s.refreshRevoked(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("reloading revoked certificates", "err", err)
 		}
 	}
+}
+
+// entriesIfChanged reloads the entry snapshot when storage's entries
+// revision moved.
+func (s *Server) entriesIfChanged(ctx context.Context) error {
+	rev, err := s.store.EntriesRevision(ctx)
+	if err != nil {
+		return err
+	}
+	s.ids.mu.RLock()
+	same := s.ids.loaded && s.ids.revision == rev
+	s.ids.mu.RUnlock()
+	if same {
+		return nil
+	}
+	return s.refreshEntries(ctx)
 }
 
 // workloadAuthority issues SVIDs through the CA and the JWT issuer, so

@@ -72,7 +72,7 @@ func (s *Server) Serve(ctx context.Context, l *Listeners) error {
 	wctx, stopWorkload := context.WithCancel(ctx)
 	defer stopWorkload()
 	go func() { errc <- s.workloadAPI().Serve(wctx, l.Workload) }()
-	go s.watchIdentity(wctx)
+	go s.watch(wctx)
 	s.log.Info("listening", "https", l.HTTPS.Addr().String(), "http", l.HTTP.Addr().String(), "workload_socket", l.Workload.Addr().String())
 
 	var err error

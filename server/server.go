@@ -79,7 +79,8 @@ type Server struct {
 	bgDone      chan struct{}
 	tls         *tlsHolder
 
-	ids identityState
+	ids     identityState
+	secrets secretsState
 }
 
 // New opens storage and the HSM token and, when the seal allows it,
@@ -128,6 +129,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		}
 	}
 	s.barrier = barrier.New(barrier.Config{Store: st, Clock: clock, Logger: log})
+	s.newSecrets(secretAuditor{s})
+	if err := s.refreshPolicies(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("loading access policies: %w", err)
+	}
+	if err := s.refreshRevoked(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("loading revoked certificates: %w", err)
+	}
 	s.keys = &keyStore{barrier: s.barrier, token: s.token, rootLabel: cfg.HSM.RootKeyLabel, curve: curveFor(cfg.CA.KeyType)}
 
 	status, err := s.barrier.Status(ctx)

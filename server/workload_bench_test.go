@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/sigil-pki/sigil/config"
 	"github.com/sigil-pki/sigil/identity/entry"
 	"github.com/sigil-pki/sigil/storage"
 )
@@ -34,7 +35,11 @@ type runningServer struct {
 
 func startRunning(tb testing.TB) *runningServer {
 	tb.Helper()
-	cfg := testConfig(tb, "dev")
+	return startRunningWith(tb, testConfig(tb, "dev"))
+}
+
+func startRunningWith(tb testing.TB, cfg config.Config) *runningServer {
+	tb.Helper()
 	s, err := New(tb.Context(), cfg, Options{})
 	if err != nil {
 		tb.Fatal(err)

@@ -13,8 +13,9 @@ import (
 // absence SQLite does not feel.
 type dialect struct {
 	name string
-	// types replaces the type tokens used in migrations: {blob} and
-	// {seq_pk} (an auto-increment primary key column).
+	// types replaces the type tokens used in migrations: {blob}, {seq_pk}
+	// (an auto-increment primary key column) and {bytes_text} (text that
+	// compares and sorts byte by byte, as SQLite's TEXT does).
 	types *strings.Replacer
 	// migrationLock, when set, is run first in every migration transaction
 	// to serialise concurrent Opens of one database.
@@ -29,6 +30,7 @@ var (
 		types: strings.NewReplacer(
 			"{blob}", "BLOB",
 			"{seq_pk}", "INTEGER PRIMARY KEY AUTOINCREMENT",
+			"{bytes_text}", "TEXT",
 		),
 	}
 	postgresDialect = dialect{
@@ -36,6 +38,7 @@ var (
 		types: strings.NewReplacer(
 			"{blob}", "BYTEA",
 			"{seq_pk}", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+			"{bytes_text}", `TEXT COLLATE "C"`,
 		),
 		// The single-key advisory lock space is used only here; TryLock uses
 		// the two-key space, so no lock name can collide with it. Scoped to

@@ -125,6 +125,41 @@ var migrations = []migration{
 			`INSERT INTO registration_entries_revision (id, revision) VALUES (1, 0)`,
 		},
 	},
+	{
+		version: 4,
+		name:    "secret store",
+		stmts: []string{
+			// One head per secret: its metadata, sealed by the secret store,
+			// and a revision every change increments (compare-and-swap).
+			// Paths sort byte by byte so that a prefix is a range.
+			`CREATE TABLE kv_heads (
+				mount {bytes_text} NOT NULL,
+				path {bytes_text} NOT NULL,
+				meta {blob} NOT NULL,
+				revision BIGINT NOT NULL,
+				PRIMARY KEY (mount, path))`,
+			// One row per version; value is the sealed data, NULL once the
+			// version is destroyed.
+			`CREATE TABLE kv_versions (
+				mount {bytes_text} NOT NULL,
+				path {bytes_text} NOT NULL,
+				version BIGINT NOT NULL,
+				value {blob},
+				PRIMARY KEY (mount, path, version))`,
+			// Access policies, as the YAML documents operators wrote; not
+			// secret, so not sealed.
+			`CREATE TABLE policies (
+				name TEXT PRIMARY KEY,
+				document TEXT NOT NULL,
+				updated_at BIGINT NOT NULL,
+				revision BIGINT NOT NULL)`,
+			// The single counter row bumped by every policy change.
+			`CREATE TABLE policies_revision (
+				id INTEGER PRIMARY KEY CHECK (id = 1),
+				revision BIGINT NOT NULL)`,
+			`INSERT INTO policies_revision (id, revision) VALUES (1, 0)`,
+		},
+	},
 }
 
 // LatestSchemaVersion is the highest schema version this binary knows.

@@ -216,6 +216,54 @@ type Store interface {
 	// the change: equal values mean no entry changed in between. It is 0
 	// before the first change.
 	EntriesRevision(ctx context.Context) (int64, error)
+
+	// The secret store's KV data: per secret a head (sealed metadata and a
+	// revision) and its versions (sealed values). The store sees only
+	// ciphertext and the mount and path names.
+
+	// GetKVHead returns a secret's head, or ErrNotFound.
+	GetKVHead(ctx context.Context, mount, path string) (KVHead, error)
+	// GetKVVersion returns a version's sealed value, or ErrNotFound when the
+	// version does not exist or was destroyed.
+	GetKVVersion(ctx context.Context, mount, path string, version int64) ([]byte, error)
+	// WriteKV applies c in one transaction: the head is created (when
+	// c.ExpectRevision is 0) or replaced (when the stored revision equals
+	// c.ExpectRevision), its revision becoming c.ExpectRevision+1; the new
+	// version is inserted, destroyed versions lose their value and
+	// forgotten ones are removed. A different revision, an existing head
+	// for 0, or an existing version is ErrConflict, and nothing is
+	// written. Durable when it returns nil.
+	WriteKV(ctx context.Context, mount, path string, c KVChange) error
+	// DeleteKV removes a secret's head and every version if its revision is
+	// expectRevision; ErrNotFound or ErrConflict otherwise.
+	DeleteKV(ctx context.Context, mount, path string, expectRevision int64) error
+	// ListKVPaths returns the mount's secret paths starting with prefix and
+	// sorting after after, in byte order, at most limit (0 means 100, never
+	// above 1000).
+	ListKVPaths(ctx context.Context, mount, prefix, after string, limit int) ([]string, error)
+
+	// Access policies of the secret store, by name.
+
+	// PutPolicy creates or replaces the named policy.
+	PutPolicy(ctx context.Context, p Policy) error
+	// GetPolicy returns the named policy, or ErrNotFound.
+	GetPolicy(ctx context.Context, name string) (Policy, error)
+	// ListPolicies returns every policy in name order.
+	ListPolicies(ctx context.Context) ([]Policy, error)
+	// DeletePolicy removes the named policy, or returns ErrNotFound.
+	DeletePolicy(ctx context.Context, name string) error
+	// PoliciesRevision returns a counter every successful PutPolicy and
+	// DeletePolicy increases in the same transaction; 0 before the first.
+	PoliciesRevision(ctx context.Context) (int64, error)
+}
+
+// Policy is a stored access policy document.
+type Policy struct {
+	Name      string
+	Document  string
+	UpdatedAt time.Time
+	// Revision counts the policy's versions, from 1.
+	Revision int64
 }
 
 // RegistrationEntry is a SPIFFE registration entry as stored; see the

@@ -83,43 +83,62 @@ func (f *clientFlags) client() (*client, error) {
 	}}, nil
 }
 
-// do sends in as JSON (when not nil) and decodes a 2xx JSON answer into out.
-// A non-2xx answer becomes an error carrying the server's messages.
-func (c *client) do(ctx context.Context, method, path string, in, out any) error {
+// exchange sends in as JSON (when not nil) and returns the answer's status
+// and body (at most 16 MiB); err is set only when no answer came.
+func (c *client) exchange(ctx context.Context, method, path string, in any) (int, []byte, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.addr+path, body)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("contacting %s: %w", c.addr, err)
+		if ua := (x509.UnknownAuthorityError{}); errors.As(err, &ua) {
+			return 0, nil, fmt.Errorf("contacting %s: %w (give the server's CA with --ca-cert or SIGIL_CACERT)", c.addr, err)
+		}
+		return 0, nil, fmt.Errorf("contacting %s: %w", c.addr, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("reading answer from %s: %w", c.addr, err)
+		return 0, nil, fmt.Errorf("reading answer from %s: %w", c.addr, err)
 	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Errors []string `json:"errors"`
-		}
-		if json.Unmarshal(b, &e) == nil && len(e.Errors) > 0 {
-			return fmt.Errorf("%s (HTTP %d)", strings.Join(e.Errors, "; "), resp.StatusCode)
-		}
-		return fmt.Errorf("server answered HTTP %d", resp.StatusCode)
+	return resp.StatusCode, b, nil
+}
+
+// errorMessages returns the messages of a {"errors":[...]} body.
+func errorMessages(b []byte) []string {
+	var e struct {
+		Errors []string `json:"errors"`
 	}
-	if out == nil {
+	json.Unmarshal(b, &e)
+	return e.Errors
+}
+
+// do sends in as JSON (when not nil) and decodes a 2xx JSON answer into out.
+// A non-2xx answer becomes an error carrying the server's messages.
+func (c *client) do(ctx context.Context, method, path string, in, out any) error {
+	status, b, err := c.exchange(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	if status/100 != 2 {
+		if msgs := errorMessages(b); len(msgs) > 0 {
+			return fmt.Errorf("%s (HTTP %d)", strings.Join(msgs, "; "), status)
+		}
+		return fmt.Errorf("server answered HTTP %d", status)
+	}
+	if out == nil || len(b) == 0 {
 		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {

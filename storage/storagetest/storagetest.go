@@ -83,6 +83,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 	})
 	runLog(t, run)
 	runEntries(t, run)
+	runKV(t, run)
 }
 
 // t0 has every digit of nanosecond precision in use.
