@@ -29,7 +29,7 @@ import (
 // (entries, trust, policies, revoked certificates) with storage and the
 // CA, to pick up what another node or a background task changed; changes
 // made through this node are picked up at once.
-const watchInterval = time.Second
+const watchInterval = 500 * time.Millisecond
 
 // identityState is what the Workload API serves from memory: every
 // registration entry, the current trust, and the broadcast that wakes

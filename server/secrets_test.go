@@ -585,3 +585,55 @@ rules:
 		}
 	}
 }
+
+// TestRevocationReachesOtherNode: two servers on one PostgreSQL database;
+// a certificate revoked through one is refused by the other within a
+// second, on a connection that was already open.
+func TestRevocationReachesOtherNode(t *testing.T) {
+	dsn := storagetest.PostgresDSN(t)
+	cfgA := testConfig(t, "dev")
+	cfgA.Storage.Type, cfgA.Storage.Postgres.DSN = "postgres", dsn
+	a := startRunningWith(t, cfgA)
+	cfgB := testConfig(t, "dev")
+	cfgB.Storage = cfgA.Storage
+	cfgB.Seal.Dev.KeyFile = cfgA.Seal.Dev.KeyFile
+	b := startRunningWith(t, cfgB)
+	a.putPolicy(t, "all", `
+rules:
+  - spiffe_id: spiffe://example.org/app
+    paths: ["secret/*"]
+    capabilities: [read, create]
+`)
+	c, iss := a.svidClient(t, "spiffe://example.org/app", time.Hour)
+	if code, body := call(t, c, "POST", a.adminURL+"/v1/secret/data/x", `{"data":{"k":"v"}}`); code != http.StatusOK {
+		t.Fatalf("write on A: %d %s", code, body)
+	}
+	// B learns the policy from storage within its watch interval.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, body := call(t, c, "GET", b.adminURL+"/v1/secret/data/x", "")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read on B: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, body := call(t, a.admin, "POST", a.adminURL+"/v1/ca/revoke", `{"serial":"`+ca.Serial(iss.Certificate.SerialNumber)+`","reason":"keyCompromise"}`)
+	if code != http.StatusOK {
+		t.Fatalf("revoke on A: %d %s", code, body)
+	}
+	revoked := time.Now()
+	for {
+		code, body := call(t, c, "GET", b.adminURL+"/v1/secret/data/x", "")
+		if code == http.StatusUnauthorized && strings.Contains(body, "revoked") {
+			t.Logf("B refused the revoked SVID %v after the revocation", time.Since(revoked).Round(time.Millisecond))
+			return
+		}
+		if time.Since(revoked) > time.Second {
+			t.Fatalf("B still answers %d a second after the revocation: %s", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -45,8 +46,12 @@ func startRunningWith(tb testing.TB, cfg config.Config) *runningServer {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { s.Close() })
-	if _, err := s.Initialize(tb.Context(), InitOptions{}); err != nil {
+	if st, err := s.Status(tb.Context()); err != nil {
 		tb.Fatal(err)
+	} else if !st.Initialized {
+		if _, err := s.Initialize(tb.Context(), InitOptions{}); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	l, err := s.Listen()
 	if err != nil {
@@ -61,12 +66,16 @@ func startRunningWith(tb testing.TB, cfg config.Config) *runningServer {
 			tb.Errorf("Serve: %v", err)
 		}
 	})
-	return &runningServer{
+	r := &runningServer{
 		Server:   s,
 		socket:   "unix://" + cfg.Listen.WorkloadSocket,
 		adminURL: "https://" + l.HTTPS.Addr().String(),
-		admin:    operatorClient(tb, s, cfg.DataDir),
 	}
+	// A node joining an initialised cluster has no operator files here.
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "operator.pem")); err == nil {
+		r.admin = operatorClient(tb, s, cfg.DataDir)
+	}
+	return r
 }
 
 // uidSelector matches this process.
