@@ -284,7 +284,7 @@ func TestValidate(t *testing.T) {
 		{"intermediate above root", func(c *Config) { c.CA.Root.TTL = Duration(2000 * h) }, "ca.intermediate.ttl", "2160h is above ca.root.ttl (2000h)"},
 		{"crl refresh", func(c *Config) { c.CA.CRL.Refresh = Duration(24 * h) }, "ca.crl.refresh", "24h is not below ca.crl.validity (24h)"},
 		{"ocsp refresh", func(c *Config) { c.CA.OCSP.RefreshBefore = Duration(30 * h) }, "ca.ocsp.refresh_before", "30h is above ca.ocsp.validity (24h)"},
-		{"reserved mount", func(c *Config) { c.Secrets.Mounts = []string{"secret", "sys"} }, "secrets.mounts", "\"sys\" is reserved for the API's own paths (sys, ca, entries, jwt, policies, acme, log, auth, identity)"},
+		{"reserved mount", func(c *Config) { c.Secrets.Mounts = []string{"secret", "sys"} }, "secrets.mounts", "\"sys\" is reserved for the API's own paths (sys, ca, entries, jwt, policies, acme, log, auth, identity, database)"},
 		{"cas on unknown mount", func(c *Config) { c.Secrets.CASRequired = []string{"kv"} }, "secrets.cas_required", "\"kv\" is not one of secrets.mounts"},
 		{"rotate at one", func(c *Config) { c.WorkloadAPI.RotateAt = 1 }, "workload_api.rotate_at", "1 must be above 0 and below 1"},
 		{"jwt lead", func(c *Config) { c.CA.JWT.PrepareLead = Duration(24 * h) }, "ca.jwt.prepare_lead", "24h is not below ca.jwt.rotate_every (24h)"},

@@ -121,7 +121,7 @@ func (v *validator) config(c *Config) {
 }
 
 // reservedMounts are the first segments of the HTTPS API's own paths.
-var reservedMounts = []string{"sys", "ca", "entries", "jwt", "policies", "acme", "log", "auth", "identity"}
+var reservedMounts = []string{"sys", "ca", "entries", "jwt", "policies", "acme", "log", "auth", "identity", "database"}
 
 var mountPattern = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 

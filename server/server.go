@@ -31,6 +31,7 @@ import (
 	"github.com/sigil-pki/sigil/config"
 	"github.com/sigil-pki/sigil/hsm"
 	"github.com/sigil-pki/sigil/identity/jwtsvid"
+	"github.com/sigil-pki/sigil/secretstore/database"
 	"github.com/sigil-pki/sigil/storage"
 	"github.com/sigil-pki/sigil/tlog"
 )
@@ -72,6 +73,7 @@ type Server struct {
 	mu        sync.Mutex // guards the fields below and lifecycle transitions
 	authority *ca.Authority
 	jwt       *jwtsvid.Issuer
+	db        *database.Engine
 	tlog      *tlog.Log
 	// logVerifier is the note verifier key of the log's checkpoints.
 	logVerifier string
@@ -130,6 +132,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	}
 	s.barrier = barrier.New(barrier.Config{Store: st, Clock: clock, Logger: log})
 	s.newSecrets(secretAuditor{s})
+	s.newDatabase()
 	if err := s.refreshPolicies(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("loading access policies: %w", err)
@@ -169,6 +172,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 func (s *Server) Close() error {
 	s.Seal()
 	var errs []error
+	errs = append(errs, s.db.Close())
 	if s.token != nil {
 		errs = append(errs, s.token.Close())
 	}
@@ -375,7 +379,10 @@ func (s *Server) startBackgroundLocked() {
 	auth := s.authority
 	go func() {
 		defer close(done)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.runLeases(ctx) })
 		s.runMaintenance(ctx, auth)
+		wg.Wait()
 	}()
 }
 

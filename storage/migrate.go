@@ -160,6 +160,46 @@ var migrations = []migration{
 			`INSERT INTO policies_revision (id, revision) VALUES (1, 0)`,
 		},
 	},
+	{
+		version: 5,
+		name:    "database credentials and leases",
+		stmts: []string{
+			// A database connection's configuration, sealed (it holds the
+			// admin password).
+			`CREATE TABLE db_connections (
+				name TEXT PRIMARY KEY,
+				config {blob} NOT NULL,
+				updated_at BIGINT NOT NULL)`,
+			// Dynamic and static roles: statements and TTLs as JSON; not
+			// secret.
+			`CREATE TABLE db_roles (
+				name TEXT PRIMARY KEY,
+				kind TEXT NOT NULL,
+				config TEXT NOT NULL,
+				updated_at BIGINT NOT NULL)`,
+			// A static role's password state: current and pending
+			// passwords sealed; revision for compare-and-swap.
+			`CREATE TABLE db_static_state (
+				role TEXT PRIMARY KEY,
+				password {blob},
+				pending {blob},
+				last_rotated BIGINT,
+				next_rotation BIGINT,
+				revision BIGINT NOT NULL)`,
+			// Leases: what must be revoked, and when. data is sealed.
+			`CREATE TABLE leases (
+				id {bytes_text} PRIMARY KEY,
+				owner TEXT NOT NULL,
+				issued_at BIGINT NOT NULL,
+				expires_at BIGINT NOT NULL,
+				max_expires_at BIGINT NOT NULL,
+				data {blob} NOT NULL,
+				attempts BIGINT NOT NULL,
+				next_attempt BIGINT NOT NULL,
+				last_error TEXT NOT NULL)`,
+			`CREATE INDEX leases_due ON leases (next_attempt)`,
+		},
+	},
 }
 
 // LatestSchemaVersion is the highest schema version this binary knows.

@@ -255,6 +255,90 @@ type Store interface {
 	// PoliciesRevision returns a counter every successful PutPolicy and
 	// DeletePolicy increases in the same transaction; 0 before the first.
 	PoliciesRevision(ctx context.Context) (int64, error)
+
+	// The database engine: connections (sealed), roles, static role
+	// password state, and leases.
+
+	// PutDBConnection creates or replaces a connection's sealed config.
+	PutDBConnection(ctx context.Context, name string, sealed []byte, at time.Time) error
+	// GetDBConnection returns a connection's sealed config, or ErrNotFound.
+	GetDBConnection(ctx context.Context, name string) ([]byte, error)
+	// ListDBConnections returns the connection names in order.
+	ListDBConnections(ctx context.Context) ([]string, error)
+	// DeleteDBConnection removes a connection, or returns ErrNotFound.
+	DeleteDBConnection(ctx context.Context, name string) error
+	// PutDBRole creates or replaces a role.
+	PutDBRole(ctx context.Context, r DBRole) error
+	// GetDBRole returns a role, or ErrNotFound.
+	GetDBRole(ctx context.Context, name string) (DBRole, error)
+	// ListDBRoles returns the roles of a kind ("dynamic" or "static") in
+	// name order.
+	ListDBRoles(ctx context.Context, kind string) ([]DBRole, error)
+	// DeleteDBRole removes a role and its static state, or returns
+	// ErrNotFound.
+	DeleteDBRole(ctx context.Context, name string) error
+	// GetStaticState returns a static role's password state, or
+	// ErrNotFound before its first rotation was recorded.
+	GetStaticState(ctx context.Context, role string) (StaticState, error)
+	// PutStaticState stores st if the stored revision is expectRevision (0:
+	// none stored yet); the stored revision becomes expectRevision+1.
+	// ErrConflict otherwise.
+	PutStaticState(ctx context.Context, st StaticState, expectRevision int64) error
+
+	// CreateLease stores a new lease; ErrConflict if its ID exists.
+	CreateLease(ctx context.Context, l Lease) error
+	// GetLease returns a lease, or ErrNotFound.
+	GetLease(ctx context.Context, id string) (Lease, error)
+	// ExtendLease sets a lease's expiry (and next attempt) to expiresAt;
+	// ErrNotFound for an unknown lease.
+	ExtendLease(ctx context.Context, id string, expiresAt time.Time) error
+	// RecordLeaseFailure counts a failed revocation and sets when to try
+	// again; ErrNotFound for an unknown lease.
+	RecordLeaseFailure(ctx context.Context, id string, nextAttempt time.Time, reason string) error
+	// DeleteLease removes a lease, or returns ErrNotFound.
+	DeleteLease(ctx context.Context, id string) error
+	// ListLeases returns leases whose ID starts with prefix, sorting after
+	// after, in ID order, at most limit (0 means 100, never above 1000).
+	ListLeases(ctx context.Context, prefix, after string, limit int) ([]Lease, error)
+	// DueLeases returns up to limit leases whose next attempt is at or
+	// before now, earliest first.
+	DueLeases(ctx context.Context, now time.Time, limit int) ([]Lease, error)
+	// CountLeases returns how many leases are stored.
+	CountLeases(ctx context.Context) (int64, error)
+}
+
+// DBRole is a database role: Kind "dynamic" or "static", Config its JSON.
+type DBRole struct {
+	Name      string
+	Kind      string
+	Config    string
+	UpdatedAt time.Time
+}
+
+// StaticState is a static role's password state. Password and Pending are
+// sealed by the caller; Pending is set while a rotation is in flight.
+type StaticState struct {
+	Role         string
+	Password     []byte
+	Pending      []byte
+	LastRotated  time.Time
+	NextRotation time.Time
+	Revision     int64
+}
+
+// Lease is a lease on something to revoke: Data (sealed by the caller)
+// says what. A lease is due for revocation at NextAttempt, which is its
+// expiry until a revocation fails and is retried later.
+type Lease struct {
+	ID           string
+	Owner        string
+	IssuedAt     time.Time
+	ExpiresAt    time.Time
+	MaxExpiresAt time.Time
+	Data         []byte
+	Attempts     int64
+	NextAttempt  time.Time
+	LastError    string
 }
 
 // Policy is a stored access policy document.

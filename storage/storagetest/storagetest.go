@@ -84,6 +84,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 	runLog(t, run)
 	runEntries(t, run)
 	runKV(t, run)
+	runDatabase(t, run)
 }
 
 // t0 has every digit of nanosecond precision in use.
