@@ -454,3 +454,57 @@ func TestExpiryRetriedWhileDatabaseDown(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestLeaseManagerTakeover: two servers on one PostgreSQL database; the
+// node running the lease manager stops, and the other takes the lock and
+// revokes the lease on time.
+func TestLeaseManagerTakeover(t *testing.T) {
+	mysqlDSN := testMySQLDSN(t)
+	dsn := storagetest.PostgresDSN(t)
+	cfgA := testConfig(t, "dev")
+	cfgA.Storage.Type, cfgA.Storage.Postgres.DSN = "postgres", dsn
+	a := startRunningWith(t, cfgA)
+	cfgB := testConfig(t, "dev")
+	cfgB.Storage = cfgA.Storage
+	cfgB.Seal.Dev.KeyFile = cfgA.Seal.Dev.KeyFile
+	b := startRunningWith(t, cfgB)
+	// Whichever node holds the lock now, stop A; if B held it, nothing
+	// changes, if A held it, B must take over.
+	a.adminCall(t, "POST", "/v1/database/config/my", fmt.Sprintf(`{"plugin_name":"mysql","connection_url":%q,"allowed_roles":["*"]}`, mysqlDSN), http.StatusNoContent)
+	a.adminCall(t, "POST", "/v1/database/roles/short", `{"db_name":"my","default_ttl":"3s","max_ttl":"3s",
+		"creation_statements":["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'"]}`, http.StatusNoContent)
+	code, body := call(t, a.admin, "GET", a.adminURL+"/v1/database/creds/short", "")
+	if code != http.StatusOK {
+		t.Fatalf("creds: %d %s", code, body)
+	}
+	var creds struct {
+		Data struct {
+			Username string `json:"username"`
+		} `json:"data"`
+	}
+	json.Unmarshal([]byte(body), &creds)
+	if b.barrier.Sealed() {
+		t.Fatal("node B is sealed and cannot take over")
+	}
+	issued := time.Now()
+	a.Close()
+	my, err := sql.Open("mysql", mysqlDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer my.Close()
+	for {
+		var n int
+		if err := my.QueryRowContext(t.Context(), "SELECT count(*) FROM mysql.user WHERE user = ?", creds.Data.Username).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Logf("revoked by the surviving node %v after issue (TTL 3s)", time.Since(issued).Round(100*time.Millisecond))
+			break
+		}
+		if time.Since(issued) > 3*time.Second+5*time.Second {
+			t.Fatal("the surviving node did not revoke the lease within 5 s of its TTL")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
