@@ -260,7 +260,7 @@ const maxLinger = 250 * time.Microsecond
 // that fast gains nothing from bigger batches, and a caller left waiting
 // for a batch to fill is a core left idle.
 const (
-	lingerShare = 4
+	lingerShare = 2
 	minLinger   = 20 * time.Microsecond
 )
 
