@@ -35,6 +35,31 @@ type Config struct {
 	WorkloadAPI WorkloadAPI `yaml:"workload_api"`
 	// Secrets configures the secret store served on the HTTPS listener.
 	Secrets Secrets `yaml:"secrets"`
+	// ACME configures the RFC 8555 server at <https_url>/acme/directory.
+	ACME ACME `yaml:"acme"`
+}
+
+// ACME configures the ACME server. Identifiers must fall under
+// ca.dns_domains.
+type ACME struct {
+	// CertTTL is the lifetime of ACME certificates, at most
+	// ca.leaf.max_ttl. Default 24h, or ca.leaf.max_ttl when that is less.
+	CertTTL Duration `yaml:"cert_ttl"`
+	// HTTPPort is the port http-01 validation connects to. Default 80.
+	HTTPPort int `yaml:"http_port"`
+	// TLSPort is the port tls-alpn-01 validation connects to. Default 443.
+	TLSPort int `yaml:"tls_port"`
+	// DNSResolver is the host:port of the DNS server dns-01 (and the
+	// address lookups of the other challenges) asks. Default "": the
+	// system's resolver.
+	DNSResolver string `yaml:"dns_resolver"`
+	// LoopbackNames lists DNS suffixes whose names resolve to 127.0.0.1
+	// for validation (development: "localhost"). Default [].
+	LoopbackNames []string `yaml:"loopback_names"`
+	// TermsOfService and Website are shown in the directory's meta.
+	// Default "".
+	TermsOfService string `yaml:"terms_of_service"`
+	Website        string `yaml:"website"`
 }
 
 // Secrets configures the secret store.

@@ -392,6 +392,7 @@ func TestGood(t *testing.T) {
 			c.CA.DNSDomains = []string{"example.org", "example.net"}
 			c.CA.KeyType = "ec-p384"
 			c.CA.Leaf = Leaf{DefaultTTL: Duration(30 * time.Minute), MaxTTL: Duration(4 * time.Hour)}
+			c.ACME.CertTTL = Duration(4 * time.Hour) // the default, cut to ca.leaf.max_ttl
 		}},
 		{"derived.yaml", func(c *Config) {
 			c.TrustDomain = "dev.local"

@@ -42,6 +42,7 @@ const (
 	defaultJWTPrepareLead    = Duration(10 * time.Minute)
 	defaultRotateAt          = 0.5
 	defaultMaxVersions       = 10
+	defaultACMECertTTL       = Duration(24 * time.Hour)
 	defaultLogBatchSize      = 1024
 	defaultLogBatchDelay     = Duration(2 * time.Millisecond)
 )
@@ -119,6 +120,14 @@ func (c *Config) ApplyDefaults() {
 
 	if c.Secrets.Mounts == nil {
 		c.Secrets.Mounts = []string{"secret"}
+	}
+	if c.ACME.CertTTL == 0 {
+		c.ACME.CertTTL = min(defaultACMECertTTL, c.CA.Leaf.MaxTTL)
+	}
+	setInt(&c.ACME.HTTPPort, 80)
+	setInt(&c.ACME.TLSPort, 443)
+	if len(c.ACME.LoopbackNames) == 0 {
+		c.ACME.LoopbackNames = nil
 	}
 	if len(c.Secrets.CASRequired) == 0 {
 		c.Secrets.CASRequired = nil

@@ -118,6 +118,26 @@ func (v *validator) config(c *Config) {
 		v.errorf("workload_api.rotate_at", nil, "%v must be above 0 and below 1", r)
 	}
 	v.secrets(&c.Secrets)
+	v.acme(&c.ACME, &c.CA)
+}
+
+func (v *validator) acme(a *ACME, ca *CA) {
+	if a.CertTTL <= 0 {
+		v.errorf("acme.cert_ttl", nil, "%v is not positive", a.CertTTL)
+	} else if ca.Leaf.MaxTTL > 0 {
+		order(v, "acme.cert_ttl", a.CertTTL, "ca.leaf.max_ttl", ca.Leaf.MaxTTL, false)
+	}
+	for _, p := range []struct {
+		key  string
+		port int
+	}{{"acme.http_port", a.HTTPPort}, {"acme.tls_port", a.TLSPort}} {
+		if p.port < 1 || p.port > 65535 {
+			v.errorf(p.key, nil, "%d is not a port", p.port)
+		}
+	}
+	if a.DNSResolver != "" {
+		v.address("acme.dns_resolver", a.DNSResolver)
+	}
 }
 
 // reservedMounts are the first segments of the HTTPS API's own paths.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what Sigil's test suite talks to: SoftHSM2 and opensc
-# (PKCS#11), openssl (OCSP/CRL interop), curl, and the local PostgreSQL and
-# MariaDB servers.
+# (PKCS#11), openssl (OCSP/CRL interop), curl, certbot and lego (ACME
+# clients), and the local PostgreSQL and MariaDB servers.
 # Idempotent; run as root on Debian. Under CI=true a peer that cannot be made
 # available is an error, never a silent skip.
 set -euo pipefail
@@ -11,6 +11,8 @@ command -v softhsm2-util >/dev/null 2>&1 || need_pkgs+=(softhsm2)
 command -v pkcs11-tool   >/dev/null 2>&1 || need_pkgs+=(opensc)
 command -v openssl       >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v curl          >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v certbot       >/dev/null 2>&1 || need_pkgs+=(certbot)
+command -v lego          >/dev/null 2>&1 || need_pkgs+=(lego)
 command -v psql          >/dev/null 2>&1 || need_pkgs+=(postgresql postgresql-client)
 command -v mariadbd      >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
 

@@ -50,6 +50,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("GET /v1/policies/{name}", s.operator(s.handlePolicyGet))
 	mux.Handle("DELETE /v1/policies/{name}", s.operator(s.handlePolicyDelete))
 	s.databaseRoutes(mux)
+	mux.Handle("/acme/", s.acme.Handler())
 	mux.Handle("/v1/", s.secretsHandler())
 	mux.Handle("POST /v1/entries", s.operator(s.handleEntryCreate))
 	mux.Handle("GET /v1/entries", s.operator(s.handleEntryList))

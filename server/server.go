@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-pki/sigil/acme"
 	"github.com/sigil-pki/sigil/barrier"
 	"github.com/sigil-pki/sigil/ca"
 	"github.com/sigil-pki/sigil/config"
@@ -74,6 +75,7 @@ type Server struct {
 	authority *ca.Authority
 	jwt       *jwtsvid.Issuer
 	db        *database.Engine
+	acme      *acme.Server
 	tlog      *tlog.Log
 	// logVerifier is the note verifier key of the log's checkpoints.
 	logVerifier string
@@ -133,6 +135,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	s.barrier = barrier.New(barrier.Config{Store: st, Clock: clock, Logger: log})
 	s.newSecrets(secretAuditor{s})
 	s.newDatabase()
+	if err := s.newACME(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.refreshPolicies(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("loading access policies: %w", err)
@@ -173,6 +179,9 @@ func (s *Server) Close() error {
 	s.Seal()
 	var errs []error
 	errs = append(errs, s.db.Close())
+	if s.acme != nil {
+		s.acme.Close()
+	}
 	if s.token != nil {
 		errs = append(errs, s.token.Close())
 	}

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +43,17 @@ func startRunning(tb testing.TB) *runningServer {
 
 func startRunningWith(tb testing.TB, cfg config.Config) *runningServer {
 	tb.Helper()
+	if strings.HasSuffix(cfg.Listen.HTTPS, ":0") {
+		// Fix the HTTPS port now, so that the URLs the server puts in its
+		// answers (ACME's) are the ones clients reach.
+		l, err := net.Listen("tcp", cfg.Listen.HTTPS)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cfg.Listen.HTTPS = l.Addr().String()
+		cfg.Listen.HTTPSURL = "https://" + cfg.Listen.HTTPS
+		l.Close()
+	}
 	s, err := New(tb.Context(), cfg, Options{})
 	if err != nil {
 		tb.Fatal(err)

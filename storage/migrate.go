@@ -200,6 +200,38 @@ var migrations = []migration{
 			`CREATE INDEX leases_due ON leases (next_attempt)`,
 		},
 	},
+	{
+		version: 6,
+		name:    "acme",
+		stmts: []string{
+			// ACME objects are JSON documents owned by the acme package,
+			// each with a revision for compare-and-swap. Accounts are
+			// found by their key's thumbprint; authorizations by account
+			// and identifier, for reuse.
+			`CREATE TABLE acme_accounts (
+				id TEXT PRIMARY KEY,
+				thumbprint TEXT NOT NULL UNIQUE,
+				data TEXT NOT NULL,
+				revision BIGINT NOT NULL)`,
+			`CREATE TABLE acme_orders (
+				id TEXT PRIMARY KEY,
+				account_id TEXT NOT NULL,
+				data TEXT NOT NULL,
+				revision BIGINT NOT NULL)`,
+			`CREATE TABLE acme_authzs (
+				id TEXT PRIMARY KEY,
+				account_id TEXT NOT NULL,
+				identifier TEXT NOT NULL,
+				expires_at BIGINT NOT NULL,
+				data TEXT NOT NULL,
+				revision BIGINT NOT NULL)`,
+			`CREATE INDEX acme_authzs_reuse ON acme_authzs (account_id, identifier, expires_at)`,
+			`CREATE TABLE acme_nonces (
+				nonce TEXT PRIMARY KEY,
+				expires_at BIGINT NOT NULL)`,
+			`CREATE INDEX acme_nonces_expiry ON acme_nonces (expires_at)`,
+		},
+	},
 }
 
 // LatestSchemaVersion is the highest schema version this binary knows.

@@ -305,6 +305,39 @@ type Store interface {
 	DueLeases(ctx context.Context, now time.Time, limit int) ([]Lease, error)
 	// CountLeases returns how many leases are stored.
 	CountLeases(ctx context.Context) (int64, error)
+
+	// ACME objects: JSON documents with a revision for compare-and-swap.
+	// Put* with expectRevision 0 creates (ErrConflict if the ID, or for
+	// an account the thumbprint, exists); otherwise it replaces when the
+	// stored revision matches (ErrConflict if not, ErrNotFound if absent).
+
+	PutACMEAccount(ctx context.Context, d ACMEDoc, thumbprint string, expectRevision int64) error
+	GetACMEAccount(ctx context.Context, id string) (ACMEDoc, error)
+	GetACMEAccountByThumbprint(ctx context.Context, thumbprint string) (ACMEDoc, error)
+	// SetACMEAccountThumbprint changes the account's key thumbprint (key
+	// rollover); ErrConflict if another account has it.
+	SetACMEAccountThumbprint(ctx context.Context, id, thumbprint string) error
+	PutACMEOrder(ctx context.Context, d ACMEDoc, accountID string, expectRevision int64) error
+	GetACMEOrder(ctx context.Context, id string) (ACMEDoc, error)
+	PutACMEAuthz(ctx context.Context, d ACMEDoc, accountID, identifier string, expiresAt time.Time, expectRevision int64) error
+	GetACMEAuthz(ctx context.Context, id string) (ACMEDoc, error)
+	// FindACMEAuthzs returns the account's authorizations for identifier
+	// that expire after now, newest last.
+	FindACMEAuthzs(ctx context.Context, accountID, identifier string, now time.Time) ([]ACMEDoc, error)
+	// PutACMENonce stores a fresh nonce.
+	PutACMENonce(ctx context.Context, nonce string, expiresAt time.Time) error
+	// ConsumeACMENonce deletes the nonce and reports whether it existed and
+	// had not expired at now: each nonce is accepted once.
+	ConsumeACMENonce(ctx context.Context, nonce string, now time.Time) (bool, error)
+	// PruneACMENonces deletes nonces expired at now.
+	PruneACMENonces(ctx context.Context, now time.Time) error
+}
+
+// ACMEDoc is one stored ACME object.
+type ACMEDoc struct {
+	ID       string
+	Data     string
+	Revision int64
 }
 
 // DBRole is a database role: Kind "dynamic" or "static", Config its JSON.

@@ -30,20 +30,27 @@ type devInfo struct {
 	HTTPURL     string `json:"http_url"`
 	// WorkloadSocket is the SPIFFE Workload API (for SPIFFE_ENDPOINT_SOCKET use unix:// + it).
 	WorkloadSocket string `json:"workload_socket"`
-	RootCA         string `json:"root_ca"`
-	Bundle         string `json:"bundle"`
-	OperatorCert   string `json:"operator_cert"`
-	OperatorKey    string `json:"operator_key"`
-	OperatorID     string `json:"operator_id"`
-	LogPublicKey   string `json:"log_public_key"`
-	Seal           string `json:"seal"`
-	HSM            string `json:"hsm"`
-	DataDir        string `json:"data_dir"`
+	// ACMEDirectory is the ACME directory URL; ACMEHTTPPort and
+	// ACMETLSPort are the loopback ports its http-01 and tls-alpn-01
+	// validations dial.
+	ACMEDirectory string `json:"acme_directory"`
+	ACMEHTTPPort  int    `json:"acme_http_port"`
+	ACMETLSPort   int    `json:"acme_tls_port"`
+	RootCA        string `json:"root_ca"`
+	Bundle        string `json:"bundle"`
+	OperatorCert  string `json:"operator_cert"`
+	OperatorKey   string `json:"operator_key"`
+	OperatorID    string `json:"operator_id"`
+	LogPublicKey  string `json:"log_public_key"`
+	Seal          string `json:"seal"`
+	HSM           string `json:"hsm"`
+	DataDir       string `json:"data_dir"`
 }
 
 func devCmd() *cobra.Command {
 	var (
 		dataDir, hsmMode, trustDomain, httpsAddr, httpAddr, workloadSocket string
+		acmeHTTPPort, acmeTLSPort                                          int
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--hsm none|softhsm]",
@@ -70,6 +77,8 @@ func devCmd() *cobra.Command {
 			cfg.DataDir = abs
 			cfg.Seal.Type = "dev"
 			cfg.Listen.HTTPS, cfg.Listen.HTTP = httpsAddr, httpAddr
+			cfg.ACME.LoopbackNames = []string{"localhost"}
+			cfg.ACME.HTTPPort, cfg.ACME.TLSPort = acmeHTTPPort, acmeTLSPort
 			if workloadSocket != "" {
 				if cfg.Listen.WorkloadSocket, err = filepath.Abs(workloadSocket); err != nil {
 					return err
@@ -122,6 +131,9 @@ func devCmd() *cobra.Command {
 				HTTPSURL:       cfg.Listen.HTTPSURL,
 				HTTPURL:        cfg.Listen.PublicURL,
 				WorkloadSocket: cfg.Listen.WorkloadSocket,
+				ACMEDirectory:  cfg.Listen.HTTPSURL + "/acme/directory",
+				ACMEHTTPPort:   cfg.ACME.HTTPPort,
+				ACMETLSPort:    cfg.ACME.TLSPort,
 				RootCA:         filepath.Join(abs, "root.pem"),
 				Bundle:         filepath.Join(abs, "bundle.pem"),
 				OperatorCert:   filepath.Join(abs, "operator.pem"),
@@ -147,6 +159,8 @@ func devCmd() *cobra.Command {
 	fl.StringVar(&httpsAddr, "https", "127.0.0.1:8443", "HTTPS (mTLS) listener")
 	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", "public HTTP listener")
 	fl.StringVar(&workloadSocket, "workload-socket", "", "Workload API socket (default <data-dir>/workload.sock)")
+	fl.IntVar(&acmeHTTPPort, "acme-http-port", 5002, "port the ACME server's http-01 validation dials on loopback (certbot --http-01-port, lego --http.port)")
+	fl.IntVar(&acmeTLSPort, "acme-tls-port", 5001, "port the ACME server's tls-alpn-01 validation dials on loopback (lego --tls.port)")
 	return cmd
 }
 

@@ -195,13 +195,16 @@ func run(t *testing.T, wantOK bool, env []string, name string, args ...string) s
 }
 
 type devJSON struct {
-	TrustDomain  string `json:"trust_domain"`
-	HTTPSURL     string `json:"https_url"`
-	HTTPURL      string `json:"http_url"`
-	RootCA       string `json:"root_ca"`
-	Bundle       string `json:"bundle"`
-	OperatorCert string `json:"operator_cert"`
-	OperatorKey  string `json:"operator_key"`
+	TrustDomain   string `json:"trust_domain"`
+	HTTPSURL      string `json:"https_url"`
+	HTTPURL       string `json:"http_url"`
+	RootCA        string `json:"root_ca"`
+	Bundle        string `json:"bundle"`
+	OperatorCert  string `json:"operator_cert"`
+	OperatorKey   string `json:"operator_key"`
+	ACMEDirectory string `json:"acme_directory"`
+	ACMEHTTPPort  int    `json:"acme_http_port"`
+	ACMETLSPort   int    `json:"acme_tls_port"`
 }
 
 func startDev(t *testing.T, dir string, extra ...string) (*proc, devJSON) {

@@ -85,6 +85,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 	runEntries(t, run)
 	runKV(t, run)
 	runDatabase(t, run)
+	runACME(t, run)
 }
 
 // t0 has every digit of nanosecond precision in use.

@@ -1,0 +1,1048 @@
+package acme
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/sigil-pki/sigil/acme/challenge"
+	"github.com/sigil-pki/sigil/acme/jws"
+	"github.com/sigil-pki/sigil/storage"
+)
+
+// Lifetimes of ACME objects.
+const (
+	nonceTTL       = time.Hour
+	orderTTL       = 24 * time.Hour
+	pendingAuthTTL = 24 * time.Hour
+	validAuthTTL   = 30 * 24 * time.Hour
+	// DefaultCertTTL is the certificate lifetime when Config names none.
+	DefaultCertTTL = 24 * time.Hour
+	maxBody        = 64 << 10
+	maxIdentifiers = 100
+)
+
+// Store is the storage the server needs (storage.DB implements it).
+type Store interface {
+	PutACMEAccount(ctx context.Context, d storage.ACMEDoc, thumbprint string, expectRevision int64) error
+	GetACMEAccount(ctx context.Context, id string) (storage.ACMEDoc, error)
+	GetACMEAccountByThumbprint(ctx context.Context, thumbprint string) (storage.ACMEDoc, error)
+	PutACMEOrder(ctx context.Context, d storage.ACMEDoc, accountID string, expectRevision int64) error
+	GetACMEOrder(ctx context.Context, id string) (storage.ACMEDoc, error)
+	PutACMEAuthz(ctx context.Context, d storage.ACMEDoc, accountID, identifier string, expiresAt time.Time, expectRevision int64) error
+	GetACMEAuthz(ctx context.Context, id string) (storage.ACMEDoc, error)
+	FindACMEAuthzs(ctx context.Context, accountID, identifier string, now time.Time) ([]storage.ACMEDoc, error)
+	PutACMENonce(ctx context.Context, nonce string, expiresAt time.Time) error
+	ConsumeACMENonce(ctx context.Context, nonce string, now time.Time) (bool, error)
+}
+
+// Issuer is the certificate authority.
+type Issuer interface {
+	// IssueACME signs a TLS server certificate for the CSR's key naming
+	// exactly dns and ips, records and logs it (actor: the account URL),
+	// and returns the leaf and its chain up to, not including, the root.
+	IssueACME(ctx context.Context, csr *x509.CertificateRequest, dns []string, ips []net.IP, ttl time.Duration, account string) (*x509.Certificate, []*x509.Certificate, error)
+	// Certificate returns an issued certificate and its chain.
+	Certificate(ctx context.Context, serial string) (*x509.Certificate, []*x509.Certificate, error)
+	// Revoke revokes a certificate with an RFC 5280 reason; an already
+	// revoked one is storage.ErrConflict.
+	Revoke(ctx context.Context, serial string, reason int) error
+}
+
+// Validator checks challenges (acme/challenge implements it).
+type Validator interface {
+	HTTP01(ctx context.Context, id challenge.Identifier, token, keyAuthorization string) *challenge.Problem
+	DNS01(ctx context.Context, id challenge.Identifier, keyAuthorization string) *challenge.Problem
+	TLSALPN01(ctx context.Context, id challenge.Identifier, keyAuthorization string) *challenge.Problem
+}
+
+// Config configures a Server.
+type Config struct {
+	Store     Store
+	Issuer    Issuer
+	Validator Validator
+	// BaseURL is the scheme, host and port clients reach the server at,
+	// e.g. https://ca.example.com:8443; the directory is BaseURL/acme/directory.
+	BaseURL string
+	// Domains are the DNS suffixes identifiers must fall under.
+	Domains []string
+	// CertTTL is the certificates' lifetime. Default DefaultCertTTL.
+	CertTTL time.Duration
+	// Workers bounds concurrent challenge validations. Default 8.
+	Workers        int
+	TermsOfService string
+	Website        string
+	Clock          func() time.Time
+	Logger         *slog.Logger
+}
+
+// Server serves ACME under /acme/.
+type Server struct {
+	cfg    Config
+	now    func() time.Time
+	log    *slog.Logger
+	verify *jws.Verifier
+	jobs   chan func()
+	done   chan struct{}
+	closed sync.Once
+}
+
+// New returns a Server; Close stops its validation workers.
+func New(cfg Config) *Server {
+	if cfg.CertTTL <= 0 {
+		cfg.CertTTL = DefaultCertTTL
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	s := &Server{cfg: cfg, now: cfg.Clock, log: cfg.Logger, jobs: make(chan func(), 1024), done: make(chan struct{})}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.verify = &jws.Verifier{Accounts: accountKeys{s}, Nonces: nonces{s}}
+	for range cfg.Workers {
+		go func() {
+			for {
+				select {
+				case <-s.done:
+					return
+				case job := <-s.jobs:
+					job()
+				}
+			}
+		}()
+	}
+	return s
+}
+
+// Close stops the validation workers; it may be called more than once.
+func (s *Server) Close() { s.closed.Do(func() { close(s.done) }) }
+
+func (s *Server) url(path string) string { return s.cfg.BaseURL + "/acme/" + path }
+
+// accountURL is the kid of an account.
+func (s *Server) accountURL(id string) string { return s.url("account/" + id) }
+
+// Handler returns the ACME endpoints, to be mounted at /acme/.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /acme/directory", s.handleDirectory)
+	mux.HandleFunc("HEAD /acme/new-nonce", s.handleNonce)
+	mux.HandleFunc("GET /acme/new-nonce", s.handleNonce)
+	mux.HandleFunc("POST /acme/new-account", s.post(true, s.handleNewAccount))
+	mux.HandleFunc("POST /acme/account/{id}", s.post(false, s.handleAccount))
+	mux.HandleFunc("POST /acme/new-order", s.post(false, s.handleNewOrder))
+	mux.HandleFunc("POST /acme/order/{id}", s.post(false, s.handleOrder))
+	mux.HandleFunc("POST /acme/order/{id}/finalize", s.post(false, s.handleFinalize))
+	mux.HandleFunc("POST /acme/authz/{id}", s.post(false, s.handleAuthz))
+	mux.HandleFunc("POST /acme/chall/{authz}/{idx}", s.post(false, s.handleChallenge))
+	mux.HandleFunc("POST /acme/cert/{serial}", s.post(false, s.handleCert))
+	mux.HandleFunc("POST /acme/revoke-cert", s.postAny(s.handleRevoke))
+	mux.HandleFunc("/acme/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, malformed("no ACME resource %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func (s *Server) handleDirectory(w http.ResponseWriter, r *http.Request) {
+	meta := map[string]any{"externalAccountRequired": false}
+	if s.cfg.TermsOfService != "" {
+		meta["termsOfService"] = s.cfg.TermsOfService
+	}
+	if s.cfg.Website != "" {
+		meta["website"] = s.cfg.Website
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"newNonce": s.url("new-nonce"), "newAccount": s.url("new-account"), "newOrder": s.url("new-order"),
+		"revokeCert": s.url("revoke-cert"), "meta": meta,
+	})
+}
+
+// addNonce puts a fresh nonce in Replay-Nonce.
+func (s *Server) addNonce(w http.ResponseWriter, r *http.Request) {
+	n := newID()
+	if err := s.cfg.Store.PutACMENonce(r.Context(), n, s.now().Add(nonceTTL)); err != nil {
+		s.log.Error("storing a nonce", "err", err)
+		return
+	}
+	w.Header().Set("Replay-Nonce", n)
+}
+
+func (s *Server) handleNonce(w http.ResponseWriter, r *http.Request) {
+	s.addNonce(w, r)
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method == http.MethodGet {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// fail answers a problem with a fresh nonce, so clients can retry.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, p *Problem) {
+	s.addNonce(w, r)
+	w.Header().Add("Link", `<`+s.url("directory")+`>;rel="index"`)
+	writeProblem(w, p)
+}
+
+// failErr answers err as its problem; internal causes are logged only.
+func (s *Server) failErr(w http.ResponseWriter, r *http.Request, err error) {
+	p, known := asProblem(err)
+	if !known {
+		s.log.Error("ACME request failed", "path", r.URL.Path, "err", err)
+	}
+	s.fail(w, r, p)
+}
+
+// handler is an authenticated POST handler.
+type handler func(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error
+
+// post authenticates a POST: with a jwk (newAccount) or a kid of a valid
+// account.
+func (s *Server) post(expectJWK bool, h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, err := s.readJWS(r, expectJWK)
+		if err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+		var acct *storage.ACMEDoc
+		if !expectJWK {
+			a, err := s.accountFromKID(r.Context(), req.KeyID)
+			if err != nil {
+				s.failErr(w, r, err)
+				return
+			}
+			acct = &a
+		}
+		s.answer(w, r, h(w, r, req, acct))
+	}
+}
+
+// postAny authenticates a POST signed with either a jwk or a kid.
+func (s *Server) postAny(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := readBody(r)
+		if err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+		req, err := s.verify.Verify(r.Context(), body, s.cfg.BaseURL+r.URL.Path, jws.KIDOrJWK)
+		if err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+		var acct *storage.ACMEDoc
+		if req.KeyID != "" {
+			a, err := s.accountFromKID(r.Context(), req.KeyID)
+			if err != nil {
+				s.failErr(w, r, err)
+				return
+			}
+			acct = &a
+		}
+		s.answer(w, r, h(w, r, req, acct))
+	}
+}
+
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, err error) {
+	if err != nil {
+		s.failErr(w, r, err)
+	}
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/jose+json") {
+		p := malformed("Content-Type must be application/jose+json, not %q", ct)
+		p.Status = http.StatusUnsupportedMediaType
+		return nil, p
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return nil, malformed("reading the request body: %v", err)
+	}
+	if len(b) > maxBody {
+		return nil, malformed("request body over %d bytes", maxBody)
+	}
+	return b, nil
+}
+
+func (s *Server) readJWS(r *http.Request, expectJWK bool) (*jws.Request, error) {
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	mode := jws.KID
+	if expectJWK {
+		mode = jws.JWK
+	}
+	return s.verify.Verify(r.Context(), body, s.cfg.BaseURL+r.URL.Path, mode)
+}
+
+// accountKeys is the jws lookup of an account's key by its URL.
+type accountKeys struct{ s *Server }
+
+func (k accountKeys) AccountKey(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
+	a, err := k.s.accountFromKID(ctx, kid)
+	if p, ok := err.(*Problem); ok {
+		if p.Type == errNS+"accountDoesNotExist" {
+			return nil, fmt.Errorf("%s: %w", p.Detail, jws.ErrNotFound)
+		}
+		return nil, &jws.Problem{Type: strings.TrimPrefix(p.Type, errNS), Detail: p.Detail, Status: p.Status}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var acct account
+	if err := json.Unmarshal([]byte(a.Data), &acct); err != nil {
+		return nil, err
+	}
+	var key jose.JSONWebKey
+	if err := key.UnmarshalJSON(acct.Key); err != nil {
+		return nil, err
+	}
+	return &key, nil
+}
+
+// nonces is the jws nonce store over storage.
+type nonces struct{ s *Server }
+
+func (n nonces) Consume(ctx context.Context, nonce string) (bool, error) {
+	return n.s.cfg.Store.ConsumeACMENonce(ctx, nonce, n.s.now())
+}
+
+func (s *Server) accountFromKID(ctx context.Context, kid string) (storage.ACMEDoc, error) {
+	id, ok := strings.CutPrefix(kid, s.url("account/"))
+	if !ok || id == "" || strings.Contains(id, "/") {
+		return storage.ACMEDoc{}, accountDoesNotExist("no account at %q", kid)
+	}
+	a, err := s.cfg.Store.GetACMEAccount(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.ACMEDoc{}, accountDoesNotExist("no account at %q", kid)
+	}
+	if err != nil {
+		return storage.ACMEDoc{}, err
+	}
+	var acct account
+	if err := json.Unmarshal([]byte(a.Data), &acct); err != nil {
+		return storage.ACMEDoc{}, err
+	}
+	if acct.Status != statusValid {
+		return storage.ACMEDoc{}, unauthorized("account is %s", acct.Status)
+	}
+	return a, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// reply answers a resource with a fresh nonce and the index link.
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, code int, v any) error {
+	s.addNonce(w, r)
+	w.Header().Add("Link", `<`+s.url("directory")+`>;rel="index"`)
+	writeJSON(w, code, v)
+	return nil
+}
+
+func (s *Server) accountJSON(id string, a account) map[string]any {
+	return map[string]any{"status": a.Status, "contact": a.Contact, "orders": s.url("account/" + id + "/orders"),
+		"termsOfServiceAgreed": a.TermsAgreed, "key": a.Key}
+}
+
+func (s *Server) handleNewAccount(w http.ResponseWriter, r *http.Request, req *jws.Request, _ *storage.ACMEDoc) error {
+	var in struct {
+		Contact            []string `json:"contact"`
+		TermsAgreed        bool     `json:"termsOfServiceAgreed"`
+		OnlyReturnExisting bool     `json:"onlyReturnExisting"`
+	}
+	if err := req.Decode(&in); err != nil {
+		return err
+	}
+	existing, err := s.cfg.Store.GetACMEAccountByThumbprint(r.Context(), req.Thumbprint)
+	if err == nil {
+		var a account
+		if err := json.Unmarshal([]byte(existing.Data), &a); err != nil {
+			return err
+		}
+		w.Header().Set("Location", s.accountURL(existing.ID))
+		return s.reply(w, r, http.StatusOK, s.accountJSON(existing.ID, a))
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	if in.OnlyReturnExisting {
+		return accountDoesNotExist("no account for this key")
+	}
+	for _, c := range in.Contact {
+		if !strings.HasPrefix(c, "mailto:") || strings.ContainsAny(c, ",\r\n") {
+			return problem(http.StatusBadRequest, "invalidContact", "contact %q is not a mailto: URL", c)
+		}
+	}
+	keyJSON, err := req.Key.MarshalJSON()
+	if err != nil {
+		return malformed("the account key cannot be encoded: %v", err)
+	}
+	a := account{Status: statusValid, Contact: in.Contact, Key: keyJSON, CreatedAt: s.now().UTC(), TermsAgreed: in.TermsAgreed}
+	data, _ := json.Marshal(a)
+	id := newID()
+	if err := s.cfg.Store.PutACMEAccount(r.Context(), storage.ACMEDoc{ID: id, Data: string(data)}, req.Thumbprint, 0); err != nil {
+		return err
+	}
+	w.Header().Set("Location", s.accountURL(id))
+	return s.reply(w, r, http.StatusCreated, s.accountJSON(id, a))
+}
+
+func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, req *jws.Request, doc *storage.ACMEDoc) error {
+	if r.PathValue("id") != doc.ID {
+		return unauthorized("the request is signed by another account")
+	}
+	var a account
+	if err := json.Unmarshal([]byte(doc.Data), &a); err != nil {
+		return err
+	}
+	if !req.IsPostAsGet() {
+		var in struct {
+			Contact *[]string `json:"contact"`
+			Status  string    `json:"status"`
+		}
+		if err := req.Decode(&in); err != nil {
+			return err
+		}
+		if in.Contact != nil {
+			a.Contact = *in.Contact
+		}
+		switch in.Status {
+		case "":
+		case statusDeactivated:
+			a.Status = statusDeactivated
+		default:
+			return malformed("status may only be set to deactivated")
+		}
+		data, _ := json.Marshal(a)
+		if err := s.cfg.Store.PutACMEAccount(r.Context(), storage.ACMEDoc{ID: doc.ID, Data: string(data)}, "", doc.Revision); err != nil {
+			return err
+		}
+	}
+	return s.reply(w, r, http.StatusOK, s.accountJSON(doc.ID, a))
+}
+
+// checkIdentifier applies the identifier policy.
+func (s *Server) checkIdentifier(id ID) error {
+	if id.Type != "dns" {
+		return unsupportedIdentifier("identifier type %q is not supported", id.Type)
+	}
+	name := strings.TrimPrefix(id.Value, "*.")
+	if name != strings.ToLower(name) || len(name) > 253 || name == "" || net.ParseIP(name) != nil {
+		return rejectedIdentifier("%q is not a lowercase DNS name", id.Value)
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") ||
+			strings.IndexFunc(label, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') }) >= 0 {
+			return rejectedIdentifier("%q is not a valid DNS name", id.Value)
+		}
+	}
+	for _, d := range s.cfg.Domains {
+		if name == d || strings.HasSuffix(name, "."+d) {
+			return nil
+		}
+	}
+	return rejectedIdentifier("%q is outside the domains this server issues for (%s)", id.Value, strings.Join(s.cfg.Domains, ", "))
+}
+
+func (s *Server) orderJSON(id string, o order) map[string]any {
+	m := map[string]any{"status": o.Status, "expires": o.Expires.Format(time.RFC3339), "identifiers": o.Identifiers,
+		"finalize": s.url("order/" + id + "/finalize")}
+	var authzs []string
+	for _, a := range o.Authzs {
+		authzs = append(authzs, s.url("authz/"+a))
+	}
+	m["authorizations"] = authzs
+	if o.Error != nil {
+		m["error"] = o.Error
+	}
+	if o.CertSerial != "" {
+		m["certificate"] = s.url("cert/" + o.CertSerial)
+	}
+	return m
+}
+
+func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
+	var in struct {
+		Identifiers []ID   `json:"identifiers"`
+		NotBefore   string `json:"notBefore"`
+		NotAfter    string `json:"notAfter"`
+	}
+	if err := req.Decode(&in); err != nil {
+		return err
+	}
+	if len(in.Identifiers) == 0 || len(in.Identifiers) > maxIdentifiers {
+		return malformed("an order names 1 to %d identifiers", maxIdentifiers)
+	}
+	if in.NotBefore != "" || in.NotAfter != "" {
+		return malformed("notBefore and notAfter are not supported; certificates last %v", s.cfg.CertTTL)
+	}
+	var sub []Problem
+	seen := map[string]bool{}
+	var ids []ID
+	for _, id := range in.Identifiers {
+		id.Value = strings.TrimSuffix(id.Value, ".")
+		if err := s.checkIdentifier(id); err != nil {
+			p, _ := asProblem(err)
+			p.Identifier = &ID{Type: id.Type, Value: id.Value}
+			sub = append(sub, *p)
+			continue
+		}
+		if !seen[id.key()] {
+			seen[id.key()] = true
+			ids = append(ids, id)
+		}
+	}
+	if len(sub) > 0 {
+		// The top-level problem takes the first refusal's type, and the
+		// subproblems say which identifier each is about (RFC 8555 §6.7.1).
+		top := sub[0]
+		top.Identifier = nil
+		if len(sub) > 1 {
+			top.Detail = fmt.Sprintf("%d identifiers are refused", len(sub))
+		}
+		top.Subproblems = sub
+		return &top
+	}
+	ctx := r.Context()
+	now := s.now().UTC()
+	o := order{AccountID: acct.ID, Status: statusPending, Identifiers: ids, Expires: now.Add(orderTTL)}
+	for _, id := range ids {
+		azID, err := s.authzFor(ctx, acct.ID, id, now)
+		if err != nil {
+			return err
+		}
+		o.Authzs = append(o.Authzs, azID)
+	}
+	if err := s.refreshOrder(ctx, &o); err != nil {
+		return err
+	}
+	data, _ := json.Marshal(o)
+	id := newID()
+	if err := s.cfg.Store.PutACMEOrder(ctx, storage.ACMEDoc{ID: id, Data: string(data)}, acct.ID, 0); err != nil {
+		return err
+	}
+	w.Header().Set("Location", s.url("order/"+id))
+	return s.reply(w, r, http.StatusCreated, s.orderJSON(id, o))
+}
+
+// authzFor reuses the account's valid authorization for id or makes a
+// pending one.
+func (s *Server) authzFor(ctx context.Context, accountID string, id ID, now time.Time) (string, error) {
+	docs, err := s.cfg.Store.FindACMEAuthzs(ctx, accountID, id.key(), now)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range slices.Backward(docs) {
+		var az authz
+		if json.Unmarshal([]byte(d.Data), &az) == nil && (az.Status == statusValid || az.Status == statusPending) {
+			return d.ID, nil
+		}
+	}
+	az := authz{AccountID: accountID, Identifier: id, Status: statusPending, Expires: now.Add(pendingAuthTTL)}
+	if strings.HasPrefix(id.Value, "*.") {
+		az.Wildcard = true
+		az.Identifier.Value = strings.TrimPrefix(id.Value, "*.")
+		az.Challenges = []chall{{Type: "dns-01", Token: newToken(), Status: statusPending}}
+	} else {
+		for _, t := range []string{"http-01", "dns-01", "tls-alpn-01"} {
+			az.Challenges = append(az.Challenges, chall{Type: t, Token: newToken(), Status: statusPending})
+		}
+	}
+	data, _ := json.Marshal(az)
+	azID := newID()
+	if err := s.cfg.Store.PutACMEAuthz(ctx, storage.ACMEDoc{ID: azID, Data: string(data)}, accountID, id.key(), az.Expires, 0); err != nil {
+		return "", err
+	}
+	return azID, nil
+}
+
+// loadDoc reads a stored ACME object and decodes it.
+func loadDoc[T any](ctx context.Context, get func(context.Context, string) (storage.ACMEDoc, error), id, what string) (storage.ACMEDoc, T, error) {
+	var v T
+	d, err := get(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return d, v, notFound(what)
+	}
+	if err != nil {
+		return d, v, err
+	}
+	if err := json.Unmarshal([]byte(d.Data), &v); err != nil {
+		return d, v, fmt.Errorf("decoding %s %s: %w", what, id, err)
+	}
+	return d, v, nil
+}
+
+func (s *Server) loadAuthz(ctx context.Context, id string) (storage.ACMEDoc, authz, error) {
+	d, az, err := loadDoc[authz](ctx, s.cfg.Store.GetACMEAuthz, id, "authorization")
+	if err != nil {
+		return d, az, err
+	}
+	if az.Status == statusPending && !s.now().Before(az.Expires) {
+		az.Status = statusExpired
+	}
+	return d, az, nil
+}
+
+// refreshOrder derives a pending order's status from its authorizations:
+// ready when all are valid, invalid when one is invalid or expired.
+func (s *Server) refreshOrder(ctx context.Context, o *order) error {
+	if o.Status == statusPending && !s.now().Before(o.Expires) {
+		o.Status = statusInvalid
+		o.Error = problem(http.StatusForbidden, "unauthorized", "the order expired")
+		return nil
+	}
+	if o.Status != statusPending {
+		return nil
+	}
+	all := true
+	for _, id := range o.Authzs {
+		_, az, err := s.loadAuthz(ctx, id)
+		if err != nil {
+			return err
+		}
+		switch az.Status {
+		case statusValid:
+		case statusPending:
+			all = false
+		default:
+			o.Status = statusInvalid
+			o.Error = problem(http.StatusForbidden, "unauthorized", "authorization for %s is %s", az.Identifier.Value, az.Status)
+			return nil
+		}
+	}
+	if all {
+		o.Status = statusReady
+	}
+	return nil
+}
+
+func (s *Server) loadOrder(ctx context.Context, id string, acct *storage.ACMEDoc) (storage.ACMEDoc, order, error) {
+	d, o, err := loadDoc[order](ctx, s.cfg.Store.GetACMEOrder, id, "order")
+	if err != nil {
+		return d, o, err
+	}
+	if o.AccountID != acct.ID {
+		return d, order{}, unauthorized("the order belongs to another account")
+	}
+	before := o.Status
+	if err := s.refreshOrder(ctx, &o); err != nil {
+		return d, order{}, err
+	}
+	if o.Status != before {
+		data, _ := json.Marshal(o)
+		if err := s.cfg.Store.PutACMEOrder(ctx, storage.ACMEDoc{ID: id, Data: string(data)}, acct.ID, d.Revision); err != nil && !errors.Is(err, storage.ErrConflict) {
+			return d, order{}, err
+		}
+		d.Revision++
+	}
+	return d, o, nil
+}
+
+func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
+	if !req.IsPostAsGet() {
+		return malformed("an order is read with POST-as-GET (an empty payload)")
+	}
+	id := r.PathValue("id")
+	_, o, err := s.loadOrder(r.Context(), id, acct)
+	if err != nil {
+		return err
+	}
+	if o.Status == statusProcessing {
+		w.Header().Set("Retry-After", "1")
+	}
+	return s.reply(w, r, http.StatusOK, s.orderJSON(id, o))
+}
+
+func (s *Server) challengeJSON(azID string, idx int, c chall) map[string]any {
+	m := map[string]any{"type": c.Type, "url": s.url("chall/" + azID + "/" + strconv.Itoa(idx)), "token": c.Token, "status": c.Status}
+	if !c.Validated.IsZero() {
+		m["validated"] = c.Validated.Format(time.RFC3339)
+	}
+	if c.Error != nil {
+		m["error"] = c.Error
+	}
+	return m
+}
+
+func (s *Server) authzJSON(id string, az authz) map[string]any {
+	chs := make([]map[string]any, 0, len(az.Challenges))
+	for i, c := range az.Challenges {
+		chs = append(chs, s.challengeJSON(id, i, c))
+	}
+	m := map[string]any{"identifier": az.Identifier, "status": az.Status, "expires": az.Expires.Format(time.RFC3339), "challenges": chs}
+	if az.Wildcard {
+		m["wildcard"] = true
+	}
+	return m
+}
+
+func (s *Server) handleAuthz(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
+	id := r.PathValue("id")
+	d, az, err := s.loadAuthz(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if az.AccountID != acct.ID {
+		return unauthorized("the authorization belongs to another account")
+	}
+	if !req.IsPostAsGet() {
+		var in struct {
+			Status string `json:"status"`
+		}
+		if err := req.Decode(&in); err != nil {
+			return err
+		}
+		if in.Status != statusDeactivated {
+			return malformed("an authorization may only be deactivated")
+		}
+		az.Status = statusDeactivated
+		data, _ := json.Marshal(az)
+		if err := s.cfg.Store.PutACMEAuthz(r.Context(), storage.ACMEDoc{ID: id, Data: string(data)}, acct.ID, az.Identifier.key(), az.Expires, d.Revision); err != nil {
+			return err
+		}
+	}
+	return s.reply(w, r, http.StatusOK, s.authzJSON(id, az))
+}
+
+func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
+	azID := r.PathValue("authz")
+	idx, err := strconv.Atoi(r.PathValue("idx"))
+	d, az, lerr := s.loadAuthz(r.Context(), azID)
+	if lerr != nil {
+		return lerr
+	}
+	if err != nil || idx < 0 || idx >= len(az.Challenges) {
+		return notFound("challenge")
+	}
+	if az.AccountID != acct.ID {
+		return unauthorized("the challenge belongs to another account")
+	}
+	c := &az.Challenges[idx]
+	w.Header().Set("Link", `<`+s.url("authz/"+azID)+`>;rel="up"`)
+	if req.IsPostAsGet() || c.Status != statusPending || az.Status != statusPending {
+		if c.Status == statusProcessing {
+			w.Header().Set("Retry-After", "1")
+		}
+		return s.reply(w, r, http.StatusOK, s.challengeJSON(azID, idx, *c))
+	}
+	keyAuth, err := jws.KeyAuthorization(c.Token, req.Key)
+	if err != nil {
+		return err
+	}
+	c.Status = statusProcessing
+	data, _ := json.Marshal(az)
+	if err := s.cfg.Store.PutACMEAuthz(r.Context(), storage.ACMEDoc{ID: azID, Data: string(data)}, acct.ID, az.Identifier.key(), az.Expires, d.Revision); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return s.reply(w, r, http.StatusOK, s.challengeJSON(azID, idx, *c))
+		}
+		return err
+	}
+	job := func() { s.validate(azID, idx, keyAuth) }
+	select {
+	case s.jobs <- job:
+	default:
+		go job() // the queue is full: do not lose the validation
+	}
+	w.Header().Set("Retry-After", "1")
+	return s.reply(w, r, http.StatusOK, s.challengeJSON(azID, idx, *c))
+}
+
+// validate runs one challenge and records the outcome in its
+// authorization.
+func (s *Server) validate(azID string, idx int, keyAuth string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, az, err := s.loadAuthz(ctx, azID)
+	if err != nil {
+		s.log.Error("loading an authorization to validate", "authz", azID, "err", err)
+		return
+	}
+	c := az.Challenges[idx]
+	id := challenge.Identifier{Type: az.Identifier.Type, Value: az.Identifier.Value}
+	var p *challenge.Problem
+	switch c.Type {
+	case "http-01":
+		p = s.cfg.Validator.HTTP01(ctx, id, c.Token, keyAuth)
+	case "dns-01":
+		p = s.cfg.Validator.DNS01(ctx, id, keyAuth)
+	case "tls-alpn-01":
+		p = s.cfg.Validator.TLSALPN01(ctx, id, keyAuth)
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		now := s.now().UTC()
+		ch := &az.Challenges[idx]
+		if p == nil {
+			ch.Status, ch.Validated = statusValid, now
+			az.Status, az.Expires = statusValid, now.Add(validAuthTTL)
+		} else {
+			ch.Status = statusInvalid
+			ch.Error = &Problem{Type: errNS + p.Type, Detail: p.Detail, Status: http.StatusForbidden}
+			az.Status = statusInvalid
+		}
+		data, _ := json.Marshal(az)
+		err = s.cfg.Store.PutACMEAuthz(ctx, storage.ACMEDoc{ID: azID, Data: string(data)}, az.AccountID, az.Identifier.key(), az.Expires, d.Revision)
+		if !errors.Is(err, storage.ErrConflict) {
+			break
+		}
+		if d, az, err = s.loadAuthz(ctx, azID); err != nil {
+			break
+		}
+	}
+	if err != nil {
+		s.log.Error("recording a challenge's outcome", "authz", azID, "err", err)
+	}
+}
+
+func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	d, o, err := s.loadOrder(ctx, id, acct)
+	if err != nil {
+		return err
+	}
+	if o.Status != statusReady {
+		return orderNotReady("the order is %s, not ready", o.Status)
+	}
+	var in struct {
+		CSR string `json:"csr"`
+	}
+	if err := req.Decode(&in); err != nil {
+		return err
+	}
+	der, err := base64.RawURLEncoding.DecodeString(in.CSR)
+	if err != nil {
+		return badCSR("csr is not base64url: %v", err)
+	}
+	csr, dns, ips, err := checkCSR(der, o.Identifiers)
+	if err != nil {
+		return err
+	}
+	o.Status = statusProcessing
+	data, _ := json.Marshal(o)
+	if err := s.cfg.Store.PutACMEOrder(ctx, storage.ACMEDoc{ID: id, Data: string(data)}, acct.ID, d.Revision); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return orderNotReady("the order is being finalized")
+		}
+		return err
+	}
+	leaf, _, ierr := s.cfg.Issuer.IssueACME(ctx, csr, dns, ips, s.cfg.CertTTL, s.accountURL(acct.ID))
+	if ierr != nil {
+		o.Status = statusInvalid
+		o.Error, _ = asProblem(ierr)
+		s.log.Error("issuing an ACME certificate", "order", id, "err", ierr)
+	} else {
+		o.Status, o.CertSerial = statusValid, fmt.Sprintf("%x", leaf.SerialNumber)
+	}
+	data, _ = json.Marshal(o)
+	if err := s.cfg.Store.PutACMEOrder(ctx, storage.ACMEDoc{ID: id, Data: string(data)}, acct.ID, d.Revision+1); err != nil {
+		return err
+	}
+	w.Header().Set("Location", s.url("order/"+id))
+	return s.reply(w, r, http.StatusOK, s.orderJSON(id, o))
+}
+
+// checkCSR verifies the CSR's signature and key, and that it names
+// exactly the order's identifiers.
+func checkCSR(der []byte, ids []ID) (*x509.CertificateRequest, []string, []net.IP, error) {
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, nil, nil, badCSR("the CSR does not parse: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, nil, nil, badCSR("the CSR's signature does not verify: %v", err)
+	}
+	if err := checkKey(csr.PublicKey); err != nil {
+		return nil, nil, nil, err
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id.Value] = true
+	}
+	got := map[string]bool{}
+	for _, n := range csr.DNSNames {
+		got[strings.ToLower(strings.TrimSuffix(n, "."))] = true
+	}
+	if cn := strings.ToLower(csr.Subject.CommonName); cn != "" {
+		if !want[cn] {
+			return nil, nil, nil, badCSR("the CSR's common name %q is not one of the order's identifiers", cn)
+		}
+		got[cn] = true
+	}
+	if len(csr.IPAddresses) > 0 || len(csr.URIs) > 0 || len(csr.EmailAddresses) > 0 {
+		return nil, nil, nil, badCSR("the CSR names IP addresses, URIs or emails that the order does not")
+	}
+	var names []string
+	for n := range got {
+		if !want[n] {
+			return nil, nil, nil, badCSR("the CSR names %q, which the order does not", n)
+		}
+		names = append(names, n)
+	}
+	for n := range want {
+		if !got[n] {
+			return nil, nil, nil, badCSR("the CSR does not name %q, which the order does", n)
+		}
+	}
+	slices.Sort(names)
+	return csr, names, nil, nil
+}
+
+// checkKey refuses weak or unknown keys.
+func checkKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return badCSR("RSA keys must have at least 2048 bits, not %d", k.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return badCSR("ECDSA keys must be on P-256 or P-384")
+		}
+	case ed25519.PublicKey:
+	default:
+		return badCSR("unsupported key type %T", pub)
+	}
+	return nil
+}
+
+func (s *Server) handleCert(w http.ResponseWriter, r *http.Request, req *jws.Request, _ *storage.ACMEDoc) error {
+	if !req.IsPostAsGet() {
+		return malformed("a certificate is read with POST-as-GET")
+	}
+	leaf, chain, err := s.cfg.Issuer.Certificate(r.Context(), r.PathValue("serial"))
+	if errors.Is(err, storage.ErrNotFound) {
+		return notFound("certificate")
+	}
+	if err != nil {
+		return err
+	}
+	var out []byte
+	for _, c := range append([]*x509.Certificate{leaf}, chain...) {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	s.addNonce(w, r)
+	w.Header().Add("Link", `<`+s.url("directory")+`>;rel="index"`)
+	w.Header().Set("Content-Type", "application/pem-certificate-chain")
+	w.WriteHeader(http.StatusOK)
+	w.Write(out)
+	return nil
+}
+
+// revocable are the reason codes RFC 8555 §7.6 clients may give.
+var revocable = []int{0, 1, 3, 4, 5, 9}
+
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
+	var in struct {
+		Certificate string `json:"certificate"`
+		Reason      *int   `json:"reason"`
+	}
+	if err := req.Decode(&in); err != nil {
+		return err
+	}
+	der, err := base64.RawURLEncoding.DecodeString(in.Certificate)
+	if err != nil {
+		return malformed("certificate is not base64url")
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return malformed("certificate does not parse")
+	}
+	reason := 0
+	if in.Reason != nil {
+		reason = *in.Reason
+	}
+	if !slices.Contains(revocable, reason) {
+		return badRevocationReason("reason %d may not be given", reason)
+	}
+	serial := fmt.Sprintf("%x", cert.SerialNumber)
+	ours, _, err := s.cfg.Issuer.Certificate(r.Context(), serial)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && !ours.Equal(cert)) {
+		return notFound("certificate")
+	}
+	if err != nil {
+		return err
+	}
+	if acct == nil {
+		// Signed with the certificate's own key.
+		if !publicKeysEqual(req.Key.Key, cert.PublicKey) {
+			return unauthorized("the request is signed neither by an account nor by the certificate's key")
+		}
+	} else if err := s.authorizedFor(r.Context(), acct.ID, cert); err != nil {
+		return err
+	}
+	if err := s.cfg.Issuer.Revoke(r.Context(), serial, reason); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return alreadyRevoked()
+		}
+		return err
+	}
+	s.addNonce(w, r)
+	w.Header().Add("Link", `<`+s.url("directory")+`>;rel="index"`)
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// authorizedFor checks that the account holds valid authorizations for
+// every name of cert (RFC 8555 §7.6).
+func (s *Server) authorizedFor(ctx context.Context, accountID string, cert *x509.Certificate) error {
+	if len(cert.DNSNames) == 0 {
+		return unauthorized("the account cannot revoke this certificate")
+	}
+	for _, n := range cert.DNSNames {
+		docs, err := s.cfg.Store.FindACMEAuthzs(ctx, accountID, ID{Type: "dns", Value: n}.key(), s.now())
+		if err != nil {
+			return err
+		}
+		ok := false
+		for _, d := range docs {
+			var az authz
+			if json.Unmarshal([]byte(d.Data), &az) == nil && az.Status == statusValid {
+				ok = true
+			}
+		}
+		if !ok {
+			return unauthorized("the account holds no valid authorization for %s", n)
+		}
+	}
+	return nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	if e, ok := a.(equaler); ok {
+		return e.Equal(b)
+	}
+	return false
+}

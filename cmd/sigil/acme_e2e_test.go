@@ -1,0 +1,161 @@
+package main
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// portOf returns the port of a free loopback address.
+func portOf(t *testing.T) int {
+	t.Helper()
+	addr := freePort(t)
+	p, err := strconv.Atoi(addr[strings.LastIndex(addr, ":")+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// readLeaf returns the first certificate of a PEM file.
+func readLeaf(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s holds no PEM", path)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// runTool runs a peer tool with env and returns its combined output.
+func runTool(t *testing.T, env []string, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestCertbot: certbot, unchanged, in standalone mode against sigil dev:
+// register, certonly with http-01 for two names, renew --force-renewal,
+// revoke; then OCSP says revoked.
+func TestCertbot(t *testing.T) {
+	certbot := need(t, "certbot", "certbot")
+	openssl := need(t, "openssl", "openssl")
+	dir := t.TempDir()
+	httpPort := portOf(t)
+	_, info := startDev(t, dir, "--acme-http-port", strconv.Itoa(httpPort))
+	cb := filepath.Join(dir, "certbot")
+	common := []string{"--config-dir", cb + "/config", "--work-dir", cb + "/work", "--logs-dir", cb + "/logs",
+		"--server", info.ACMEDirectory, "--non-interactive"}
+	env := []string{"REQUESTS_CA_BUNDLE=" + info.RootCA}
+
+	out, err := runTool(t, env, certbot, append([]string{"register", "--agree-tos", "--email", "ops@example.com", "--no-eff-email"}, common...)...)
+	if err != nil {
+		t.Fatalf("certbot register: %v\n%s", err, out)
+	}
+	out, err = runTool(t, env, certbot, append([]string{"certonly", "--standalone", "--http-01-port", strconv.Itoa(httpPort),
+		"--http-01-address", "127.0.0.1", "-d", "a.localhost", "-d", "b.localhost", "--cert-name", "ab"}, common...)...)
+	if err != nil {
+		t.Fatalf("certbot certonly: %v\n%s", err, out)
+	}
+	live := filepath.Join(cb, "config/live/ab")
+	leaf := readLeaf(t, filepath.Join(live, "cert.pem"))
+	names := slices.Clone(leaf.DNSNames)
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"a.localhost", "b.localhost"}) || time.Until(leaf.NotAfter) > 25*time.Hour {
+		t.Fatalf("certificate names %v, expires %v", leaf.DNSNames, leaf.NotAfter)
+	}
+	if out, err := exec.Command(openssl, "verify", "-CAfile", info.RootCA, "-untrusted", filepath.Join(live, "chain.pem"), filepath.Join(live, "cert.pem")).CombinedOutput(); err != nil {
+		t.Fatalf("openssl verify: %v\n%s", err, out)
+	}
+
+	out, err = runTool(t, env, certbot, append([]string{"renew", "--cert-name", "ab", "--force-renewal", "--no-random-sleep-on-renew",
+		"--http-01-port", strconv.Itoa(httpPort), "--http-01-address", "127.0.0.1"}, common...)...)
+	if err != nil {
+		t.Fatalf("certbot renew: %v\n%s", err, out)
+	}
+	renewed := readLeaf(t, filepath.Join(live, "cert.pem"))
+	if renewed.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+		t.Fatal("renew --force-renewal kept the old certificate")
+	}
+
+	out, err = runTool(t, env, certbot, append([]string{"revoke", "--cert-path", filepath.Join(live, "cert.pem"),
+		"--reason", "keycompromise", "--no-delete-after-revoke"}, common...)...)
+	if err != nil {
+		t.Fatalf("certbot revoke: %v\n%s", err, out)
+	}
+	ocsp, err := exec.Command(openssl, "ocsp", "-issuer", filepath.Join(live, "chain.pem"), "-cert", filepath.Join(live, "cert.pem"),
+		"-url", info.HTTPURL+"/ocsp", "-CAfile", info.RootCA).CombinedOutput()
+	if err != nil || !strings.Contains(string(ocsp), "revoked") {
+		t.Fatalf("openssl ocsp after revoke: %v\n%s", err, ocsp)
+	}
+}
+
+// TestLegoCLI: the lego command (Debian's package) against sigil dev:
+// run with http-01, with tls-alpn-01, renew, and revoke; every
+// certificate chains to the root and OCSP knows the revocation.
+func TestLegoCLI(t *testing.T) {
+	lego := need(t, "lego", "lego")
+	openssl := need(t, "openssl", "openssl")
+	dir := t.TempDir()
+	httpPort, tlsPort := portOf(t), portOf(t)
+	_, info := startDev(t, dir, "--acme-http-port", strconv.Itoa(httpPort), "--acme-tls-port", strconv.Itoa(tlsPort))
+	env := []string{"LEGO_CA_CERTIFICATES=" + info.RootCA}
+	path := filepath.Join(dir, "lego")
+	base := []string{"--server", info.ACMEDirectory, "--accept-tos", "--email", "ops@example.com", "--path", path}
+
+	for _, tc := range []struct {
+		name, domain string
+		flags        []string
+	}{
+		{"http-01", "http.localhost", []string{"--http", "--http.port", "127.0.0.1:" + strconv.Itoa(httpPort)}},
+		{"tls-alpn-01", "tls.localhost", []string{"--tls", "--tls.port", "127.0.0.1:" + strconv.Itoa(tlsPort)}},
+	} {
+		args := append(append(slices.Clone(base), tc.flags...), "--domains", tc.domain, "run")
+		if out, err := runTool(t, env, lego, args...); err != nil {
+			t.Fatalf("lego run with %s: %v\n%s", tc.name, err, out)
+		}
+		crt := filepath.Join(path, "certificates", tc.domain+".crt")
+		leaf := readLeaf(t, crt)
+		if !slices.Equal(leaf.DNSNames, []string{tc.domain}) {
+			t.Fatalf("%s: certificate for %v", tc.name, leaf.DNSNames)
+		}
+		if out, err := exec.Command(openssl, "verify", "-CAfile", info.RootCA, "-untrusted", crt, crt).CombinedOutput(); err != nil {
+			t.Fatalf("%s: openssl verify: %v\n%s", tc.name, err, out)
+		}
+	}
+	crt := filepath.Join(path, "certificates", "http.localhost.crt")
+	before := readLeaf(t, crt)
+	args := append(append(slices.Clone(base), "--http", "--http.port", "127.0.0.1:"+strconv.Itoa(httpPort)), "--domains", "http.localhost", "renew", "--days", "10000", "--no-random-sleep")
+	if out, err := runTool(t, env, lego, args...); err != nil {
+		t.Fatalf("lego renew: %v\n%s", err, out)
+	}
+	if after := readLeaf(t, crt); after.SerialNumber.Cmp(before.SerialNumber) == 0 {
+		t.Fatal("lego renew kept the old certificate")
+	}
+	args = append(slices.Clone(base), "--domains", "http.localhost", "revoke", "--reason", "1", "--keep")
+	if out, err := runTool(t, env, lego, args...); err != nil {
+		t.Fatalf("lego revoke: %v\n%s", err, out)
+	}
+	issuer := filepath.Join(path, "certificates", "http.localhost.issuer.crt")
+	ocsp, err := exec.Command(openssl, "ocsp", "-issuer", issuer, "-cert", crt, "-url", info.HTTPURL+"/ocsp", "-CAfile", info.RootCA).CombinedOutput()
+	if err != nil || !strings.Contains(string(ocsp), "revoked") {
+		t.Fatalf("openssl ocsp after lego revoke: %v\n%s", err, ocsp)
+	}
+}

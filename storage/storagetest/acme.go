@@ -1,0 +1,100 @@
+package storagetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/sigil-pki/sigil/storage"
+)
+
+func runACME(t *testing.T, run func(*testing.T, string, func(*testing.T, storage.Store))) {
+	t.Run("ACME", func(t *testing.T) {
+		run(t, "Accounts", testACMEAccounts)
+		run(t, "OrdersAndAuthzs", testACMEOrders)
+		run(t, "NoncesSingleUse", testACMENonces)
+	})
+}
+
+func testACMEAccounts(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	a := storage.ACMEDoc{ID: "acct1", Data: `{"status":"valid"}`}
+	if err := s.PutACMEAccount(ctx, a, "thumb1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutACMEAccount(ctx, storage.ACMEDoc{ID: "acct2", Data: "{}"}, "thumb1", 0); !errors.Is(err, storage.ErrConflict) {
+		t.Errorf("second account with the same key: %v", err)
+	}
+	got, err := s.GetACMEAccountByThumbprint(ctx, "thumb1")
+	if err != nil || got.ID != "acct1" || got.Revision != 1 {
+		t.Fatalf("by thumbprint: %+v %v", got, err)
+	}
+	got.Data = `{"status":"deactivated"}`
+	if err := s.PutACMEAccount(ctx, got, "", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutACMEAccount(ctx, got, "", 1); !errors.Is(err, storage.ErrConflict) {
+		t.Errorf("stale revision: %v", err)
+	}
+	if err := s.PutACMEAccount(ctx, storage.ACMEDoc{ID: "nope", Data: "{}"}, "", 3); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("update of a missing account: %v", err)
+	}
+	if err := s.SetACMEAccountThumbprint(ctx, "acct1", "thumb2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetACMEAccountByThumbprint(ctx, "thumb1"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("old key still finds the account: %v", err)
+	}
+	if got, err := s.GetACMEAccount(ctx, "acct1"); err != nil || got.Data != `{"status":"deactivated"}` || got.Revision != 2 {
+		t.Errorf("account: %+v %v", got, err)
+	}
+}
+
+func testACMEOrders(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if err := s.PutACMEOrder(ctx, storage.ACMEDoc{ID: "o1", Data: `{"status":"pending"}`}, "acct", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutACMEOrder(ctx, storage.ACMEDoc{ID: "o1", Data: `{"status":"ready"}`}, "acct", 1); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.GetACMEOrder(ctx, "o1"); err != nil || o.Data != `{"status":"ready"}` || o.Revision != 2 {
+		t.Errorf("order: %+v %v", o, err)
+	}
+	for i, exp := range []time.Duration{time.Hour, 2 * time.Hour, -time.Hour} {
+		id := []string{"z1", "z2", "z3"}[i]
+		if err := s.PutACMEAuthz(ctx, storage.ACMEDoc{ID: id, Data: "{}"}, "acct", "dns:a.test", t0.Add(exp), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	found, err := s.FindACMEAuthzs(ctx, "acct", "dns:a.test", t0)
+	if err != nil || len(found) != 2 || found[0].ID != "z1" || found[1].ID != "z2" {
+		t.Errorf("reusable authorizations: %+v %v", found, err)
+	}
+	if other, _ := s.FindACMEAuthzs(ctx, "other", "dns:a.test", t0); len(other) != 0 {
+		t.Errorf("another account found %d", len(other))
+	}
+}
+
+func testACMENonces(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if err := s.PutACMENonce(ctx, "n1", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutACMENonce(ctx, "n2", t0.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.ConsumeACMENonce(ctx, "n1", t0); !ok || err != nil {
+		t.Errorf("first use: %v %v", ok, err)
+	}
+	if ok, _ := s.ConsumeACMENonce(ctx, "n1", t0); ok {
+		t.Error("a nonce was accepted twice")
+	}
+	if ok, _ := s.ConsumeACMENonce(ctx, "n2", t0); ok {
+		t.Error("an expired nonce was accepted")
+	}
+	if err := s.PruneACMENonces(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+}
