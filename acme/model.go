@@ -35,6 +35,9 @@ type account struct {
 	CreatedAt time.Time       `json:"createdAt"`
 	// TermsAgreed is recorded when the client agreed.
 	TermsAgreed bool `json:"termsOfServiceAgreed,omitempty"`
+	// EABKeyID is the external account binding key the account was
+	// created with.
+	EABKeyID string `json:"eabKeyID,omitempty"`
 }
 
 // order is a stored order.

@@ -92,8 +92,12 @@ type Config struct {
 	Workers        int
 	TermsOfService string
 	Website        string
-	Clock          func() time.Time
-	Logger         *slog.Logger
+	// EABRequired refuses new accounts without an external account
+	// binding; EABKey looks up a binding key's MAC key (nil: no EAB).
+	EABRequired bool
+	EABKey      jws.MACKeyFunc
+	Clock       func() time.Time
+	Logger      *slog.Logger
 }
 
 // Server serves ACME under /acme/.
@@ -168,7 +172,7 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) handleDirectory(w http.ResponseWriter, r *http.Request) {
-	meta := map[string]any{"externalAccountRequired": false}
+	meta := map[string]any{"externalAccountRequired": s.cfg.EABRequired}
 	if s.cfg.TermsOfService != "" {
 		meta["termsOfService"] = s.cfg.TermsOfService
 	}
@@ -378,9 +382,10 @@ func (s *Server) accountJSON(id string, a account) map[string]any {
 
 func (s *Server) handleNewAccount(w http.ResponseWriter, r *http.Request, req *jws.Request, _ *storage.ACMEDoc) error {
 	var in struct {
-		Contact            []string `json:"contact"`
-		TermsAgreed        bool     `json:"termsOfServiceAgreed"`
-		OnlyReturnExisting bool     `json:"onlyReturnExisting"`
+		Contact            []string        `json:"contact"`
+		TermsAgreed        bool            `json:"termsOfServiceAgreed"`
+		OnlyReturnExisting bool            `json:"onlyReturnExisting"`
+		EAB                json.RawMessage `json:"externalAccountBinding"`
 	}
 	if err := req.Decode(&in); err != nil {
 		return err
@@ -405,11 +410,20 @@ func (s *Server) handleNewAccount(w http.ResponseWriter, r *http.Request, req *j
 			return problem(http.StatusBadRequest, "invalidContact", "contact %q is not a mailto: URL", c)
 		}
 	}
+	var eabKeyID string
+	switch {
+	case len(in.EAB) > 0 && s.cfg.EABKey != nil:
+		if eabKeyID, err = jws.VerifyEAB(r.Context(), req, in.EAB, s.cfg.EABKey); err != nil {
+			return err
+		}
+	case s.cfg.EABRequired:
+		return problem(http.StatusUnauthorized, "externalAccountRequired", "this server requires an external account binding (ask the operator for a key made with 'sigil acme eab create')")
+	}
 	keyJSON, err := req.Key.MarshalJSON()
 	if err != nil {
 		return malformed("the account key cannot be encoded: %v", err)
 	}
-	a := account{Status: statusValid, Contact: in.Contact, Key: keyJSON, CreatedAt: s.now().UTC(), TermsAgreed: in.TermsAgreed}
+	a := account{Status: statusValid, Contact: in.Contact, Key: keyJSON, CreatedAt: s.now().UTC(), TermsAgreed: in.TermsAgreed, EABKeyID: eabKeyID}
 	data, _ := json.Marshal(a)
 	id := newID()
 	if err := s.cfg.Store.PutACMEAccount(r.Context(), storage.ACMEDoc{ID: id, Data: string(data)}, req.Thumbprint, 0); err != nil {

@@ -56,6 +56,9 @@ type ACME struct {
 	// LoopbackNames lists DNS suffixes whose names resolve to 127.0.0.1
 	// for validation (development: "localhost"). Default [].
 	LoopbackNames []string `yaml:"loopback_names"`
+	// EABRequired makes new accounts present an external account binding
+	// made with 'sigil acme eab create'. Default false.
+	EABRequired bool `yaml:"eab_required"`
 	// TermsOfService and Website are shown in the directory's meta.
 	// Default "".
 	TermsOfService string `yaml:"terms_of_service"`

@@ -2,18 +2,22 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/sigil-pki/sigil/acme"
 	"github.com/sigil-pki/sigil/acme/challenge"
+	"github.com/sigil-pki/sigil/acme/jws"
 	"github.com/sigil-pki/sigil/ca"
 	"github.com/sigil-pki/sigil/storage"
 	"github.com/sigil-pki/sigil/tlog"
@@ -48,6 +52,8 @@ func (s *Server) newACME() error {
 		Domains:        s.cfg.CA.DNSDomains,
 		CertTTL:        a.CertTTL.D(),
 		TermsOfService: a.TermsOfService,
+		EABRequired:    a.EABRequired,
+		EABKey:         s.eabKey,
 		Website:        a.Website,
 		Clock:          s.clock,
 		Logger:         s.log,
@@ -125,4 +131,55 @@ func (i acmeIssuer) Revoke(ctx context.Context, serial string, reason int) error
 	i.s.markRevoked(rec.Serial)
 	return i.s.audit(ctx, tlog.Entry{Kind: tlog.KindCertRevoke, Actor: "acme", Subject: tlog.Subject{
 		Serial: rec.Serial, CertSHA256: sha256.Sum256(rec.DER), Detail: ReasonName(reason)}})
+}
+
+// eabName is where an EAB key's MAC key is sealed under the barrier.
+func eabName(keyID string) string { return "acme/eab/" + keyID }
+
+// eabKey looks up an EAB key for the ACME server.
+func (s *Server) eabKey(ctx context.Context, keyID string) ([]byte, error) {
+	if keyID == "" || strings.ContainsAny(keyID, "/ ") {
+		return nil, jws.ErrNotFound
+	}
+	k, err := s.barrier.Get(ctx, eabName(keyID))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("EAB key %s: %w", keyID, jws.ErrNotFound)
+	}
+	return k, err
+}
+
+// EABKey is a new external account binding key, shown once.
+type EABKey struct {
+	KeyID   string `json:"key_id"`
+	HMACKey string `json:"hmac_key"` // base64url, as certbot and lego take it
+}
+
+// CreateEAB makes an external account binding key: 32 random bytes sealed
+// under the barrier, and logs its creation (never the key).
+func (s *Server) CreateEAB(ctx context.Context) (EABKey, error) {
+	id := make([]byte, 12)
+	key := make([]byte, 32)
+	if _, err := rand.Read(id); err != nil {
+		return EABKey{}, err
+	}
+	if _, err := rand.Read(key); err != nil {
+		return EABKey{}, err
+	}
+	kid := base64.RawURLEncoding.EncodeToString(id)
+	if err := s.audit(ctx, tlog.Entry{Kind: tlog.KindPolicyChange, Subject: tlog.Subject{Path: "acme/eab/" + kid, Detail: "EAB key created"}}); err != nil {
+		return EABKey{}, err
+	}
+	if err := s.barrier.Put(ctx, eabName(kid), key); err != nil {
+		return EABKey{}, err
+	}
+	return EABKey{KeyID: kid, HMACKey: base64.RawURLEncoding.EncodeToString(key)}, nil
+}
+
+func (s *Server) handleCreateEAB(w http.ResponseWriter, r *http.Request) {
+	k, err := s.CreateEAB(r.Context())
+	if err != nil {
+		s.writeAdminError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, k)
 }

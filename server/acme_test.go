@@ -222,3 +222,20 @@ func TestACMEProblems(t *testing.T) {
 		t.Errorf("wrong Content-Type: %d %s nonce %q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Replay-Nonce"))
 	}
 }
+
+// TestACMEExternalAccountRequired: with EAB required, a new account without
+// a binding is refused with externalAccountRequired and none is made.
+func TestACMEExternalAccountRequired(t *testing.T) {
+	cfg := testConfig(t, "dev")
+	cfg.ACME.EABRequired = true
+	r := startRunningWith(t, cfg)
+	c := newACMEClient(t, r)
+	code, typ, _, _ := c.post(c.url("new-account"), c.signed(c.url("new-account"), map[string]any{"termsOfServiceAgreed": true}, c.freshNonce(), true, c.key))
+	if code != http.StatusUnauthorized || typ != "externalAccountRequired" {
+		t.Fatalf("new-account without EAB: %d %s", code, typ)
+	}
+	code, typ, _, _ = c.post(c.url("new-account"), c.signed(c.url("new-account"), map[string]any{"onlyReturnExisting": true}, c.freshNonce(), true, c.key))
+	if code != http.StatusBadRequest || typ != "accountDoesNotExist" {
+		t.Fatalf("the refused account exists: %d %s", code, typ)
+	}
+}

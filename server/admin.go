@@ -51,6 +51,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("DELETE /v1/policies/{name}", s.operator(s.handlePolicyDelete))
 	s.databaseRoutes(mux)
 	mux.Handle("/acme/", s.acme.Handler())
+	mux.Handle("POST /v1/acme/eab", s.operator(s.handleCreateEAB))
 	mux.Handle("/v1/", s.secretsHandler())
 	mux.Handle("POST /v1/entries", s.operator(s.handleEntryCreate))
 	mux.Handle("GET /v1/entries", s.operator(s.handleEntryList))

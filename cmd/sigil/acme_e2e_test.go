@@ -159,3 +159,42 @@ func TestLegoCLI(t *testing.T) {
 		t.Fatalf("openssl ocsp after lego revoke: %v\n%s", err, ocsp)
 	}
 }
+
+// TestLegoEAB: with EAB required, lego without a binding is refused with
+// externalAccountRequired, and with a key from 'sigil acme eab create' it
+// registers and gets its certificate.
+func TestLegoEAB(t *testing.T) {
+	lego := need(t, "lego", "lego")
+	dir := t.TempDir()
+	httpPort := portOf(t)
+	_, info := startDev(t, dir, "--acme-http-port", strconv.Itoa(httpPort), "--acme-eab")
+	out := run(t, true, info.env(), sigilBinary(t), "acme", "eab", "create")
+	kid := regexpField(t, out, "Key ID")
+	hmac := regexpField(t, out, "HMAC key")
+	env := []string{"LEGO_CA_CERTIFICATES=" + info.RootCA}
+	base := []string{"--server", info.ACMEDirectory, "--accept-tos", "--email", "ops@example.com",
+		"--http", "--http.port", "127.0.0.1:" + strconv.Itoa(httpPort), "--domains", "eab.localhost"}
+	// lego reads externalAccountRequired from the directory and refuses on
+	// its own; the server's refusal is tested in the server package.
+	if out, err := runTool(t, env, lego, append(append(slices.Clone(base), "--path", filepath.Join(dir, "noeab")), "run")...); err == nil || !strings.Contains(out, "External Account Binding") {
+		t.Fatalf("lego without EAB: %v\n%s", err, out)
+	}
+	path := filepath.Join(dir, "lego")
+	if out, err := runTool(t, env, lego, append(append(slices.Clone(base), "--path", path, "--eab", "--kid", kid, "--hmac", hmac), "run")...); err != nil {
+		t.Fatalf("lego with EAB: %v\n%s", err, out)
+	}
+	if leaf := readLeaf(t, filepath.Join(path, "certificates", "eab.localhost.crt")); leaf.DNSNames[0] != "eab.localhost" {
+		t.Fatalf("certificate for %v", leaf.DNSNames)
+	}
+}
+
+func regexpField(t *testing.T, out, label string) string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, label); ok {
+			return strings.TrimSpace(rest)
+		}
+	}
+	t.Fatalf("no %q in %q", label, out)
+	return ""
+}

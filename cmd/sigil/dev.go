@@ -51,6 +51,7 @@ func devCmd() *cobra.Command {
 	var (
 		dataDir, hsmMode, trustDomain, httpsAddr, httpAddr, workloadSocket string
 		acmeHTTPPort, acmeTLSPort                                          int
+		acmeEAB                                                            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--hsm none|softhsm]",
@@ -79,6 +80,7 @@ func devCmd() *cobra.Command {
 			cfg.Listen.HTTPS, cfg.Listen.HTTP = httpsAddr, httpAddr
 			cfg.ACME.LoopbackNames = []string{"localhost"}
 			cfg.ACME.HTTPPort, cfg.ACME.TLSPort = acmeHTTPPort, acmeTLSPort
+			cfg.ACME.EABRequired = acmeEAB
 			if workloadSocket != "" {
 				if cfg.Listen.WorkloadSocket, err = filepath.Abs(workloadSocket); err != nil {
 					return err
@@ -160,6 +162,7 @@ func devCmd() *cobra.Command {
 	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", "public HTTP listener")
 	fl.StringVar(&workloadSocket, "workload-socket", "", "Workload API socket (default <data-dir>/workload.sock)")
 	fl.IntVar(&acmeHTTPPort, "acme-http-port", 5002, "port the ACME server's http-01 validation dials on loopback (certbot --http-01-port, lego --http.port)")
+	fl.BoolVar(&acmeEAB, "acme-eab", false, "require ACME accounts to present an external account binding ('sigil acme eab create')")
 	fl.IntVar(&acmeTLSPort, "acme-tls-port", 5001, "port the ACME server's tls-alpn-01 validation dials on loopback (lego --tls.port)")
 	return cmd
 }
