@@ -190,6 +190,8 @@ func (d *decoder) value(n *yaml.Node, key string, v reflect.Value) {
 		d.integer(n, key, v)
 	case v.Kind() == reflect.Float64:
 		d.float(n, key, v)
+	case v.Kind() == reflect.Bool:
+		d.boolean(n, key, v)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		d.list(n, key, v)
 	default:
@@ -280,6 +282,14 @@ func (d *decoder) integer(n *yaml.Node, key string, v reflect.Value) {
 		return
 	}
 	v.SetInt(int64(i))
+}
+
+func (d *decoder) boolean(n *yaml.Node, key string, v reflect.Value) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || (n.Value != "true" && n.Value != "false") {
+		d.fail(n.Line, key, "expected true or false, got %s", describe(n))
+		return
+	}
+	v.SetBool(n.Value == "true")
 }
 
 func (d *decoder) float(n *yaml.Node, key string, v reflect.Value) {
