@@ -73,8 +73,10 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	// The writer connects first: it switches the file to WAL mode, which
-	// readers then find already set.
-	if err := write.PingContext(ctx); err != nil {
+	// readers then find already set. That switch needs the file to itself
+	// and does not wait on the busy timeout, so processes opening a fresh
+	// file together retry it.
+	if err := pingUntilUnlocked(ctx, write); err != nil {
 		_ = write.Close()
 		return nil, fmt.Errorf("opening sqlite storage %s: %w", path, err)
 	}
@@ -207,3 +209,21 @@ func (l sqliteLocker) tryLock(_ context.Context, name string) (func() error, err
 }
 
 func (sqliteLocker) close() error { return nil }
+
+// pingUntilUnlocked connects, retrying for up to 10 s while another
+// connection holds the file locked.
+func pingUntilUnlocked(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := db.PingContext(ctx)
+		var se sqlite3.Error
+		if err == nil || !errors.As(err, &se) || (se.Code != sqlite3.ErrBusy && se.Code != sqlite3.ErrLocked) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

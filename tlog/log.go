@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	mrand "math/rand/v2"
 	"sync"
 	"time"
 
@@ -302,6 +303,9 @@ func (l *Log) commitEntries(entries [][]byte) error {
 			break
 		}
 		l.log.Debug("log append lost a race; rebuilding on the new size", "size", l.edge.size, "attempt", attempt+1)
+		// A random pause, growing with the attempts, so that writers that
+		// keep colliding fall out of step instead of one starving.
+		time.Sleep(time.Duration(mrand.Int64N(int64(attempt+1) * int64(2*time.Millisecond))))
 	}
 	l.log.Error("committing log batch failed", "entries", len(entries), "size", l.edge.size, "err", err)
 	return fmt.Errorf("committing a batch of %d entries: %w", len(entries), err)
