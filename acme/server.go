@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"slices"
@@ -47,6 +48,7 @@ type Store interface {
 	PutACMEAccount(ctx context.Context, d storage.ACMEDoc, thumbprint string, expectRevision int64) error
 	GetACMEAccount(ctx context.Context, id string) (storage.ACMEDoc, error)
 	GetACMEAccountByThumbprint(ctx context.Context, thumbprint string) (storage.ACMEDoc, error)
+	SetACMEAccountThumbprint(ctx context.Context, id, thumbprint string) error
 	PutACMEOrder(ctx context.Context, d storage.ACMEDoc, accountID string, expectRevision int64) error
 	GetACMEOrder(ctx context.Context, id string) (storage.ACMEDoc, error)
 	PutACMEAuthz(ctx context.Context, d storage.ACMEDoc, accountID, identifier string, expiresAt time.Time, expectRevision int64) error
@@ -67,6 +69,8 @@ type Issuer interface {
 	// Revoke revokes a certificate with an RFC 5280 reason; an already
 	// revoked one is storage.ErrConflict.
 	Revoke(ctx context.Context, serial string, reason int) error
+	// Revoked reports whether the certificate is revoked.
+	Revoked(ctx context.Context, serial string) bool
 }
 
 // Validator checks challenges (acme/challenge implements it).
@@ -165,6 +169,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /acme/chall/{authz}/{idx}", s.post(false, s.handleChallenge))
 	mux.HandleFunc("POST /acme/cert/{serial}", s.post(false, s.handleCert))
 	mux.HandleFunc("POST /acme/revoke-cert", s.postAny(s.handleRevoke))
+	mux.HandleFunc("POST /acme/key-change", s.post(false, s.handleKeyChange))
+	mux.HandleFunc("GET /acme/renewal-info/{id}", s.handleRenewalInfo)
 	mux.HandleFunc("/acme/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, malformed("no ACME resource %s %s", r.Method, r.URL.Path))
 	})
@@ -181,7 +187,7 @@ func (s *Server) handleDirectory(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"newNonce": s.url("new-nonce"), "newAccount": s.url("new-account"), "newOrder": s.url("new-order"),
-		"revokeCert": s.url("revoke-cert"), "meta": meta,
+		"revokeCert": s.url("revoke-cert"), "keyChange": s.url("key-change"), "renewalInfo": s.url("renewal-info"), "meta": meta,
 	})
 }
 
@@ -1059,4 +1065,76 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 		return e.Equal(b)
 	}
 	return false
+}
+
+// handleKeyChange replaces an account's key (RFC 8555 §7.3.5).
+func (s *Server) handleKeyChange(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
+	newKey, err := jws.VerifyKeyChange(req)
+	if err != nil {
+		return err
+	}
+	thumb, err := jws.Thumbprint(newKey)
+	if err != nil {
+		return err
+	}
+	if other, err := s.cfg.Store.GetACMEAccountByThumbprint(r.Context(), thumb); err == nil {
+		w.Header().Set("Location", s.accountURL(other.ID))
+		return problem(http.StatusConflict, "malformed", "the new key belongs to another account")
+	}
+	var a account
+	if err := json.Unmarshal([]byte(acct.Data), &a); err != nil {
+		return err
+	}
+	if a.Key, err = newKey.MarshalJSON(); err != nil {
+		return malformed("the new key cannot be encoded: %v", err)
+	}
+	if err := s.cfg.Store.SetACMEAccountThumbprint(r.Context(), acct.ID, thumb); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return problem(http.StatusConflict, "malformed", "the new key belongs to another account")
+		}
+		return err
+	}
+	data, _ := json.Marshal(a)
+	if err := s.cfg.Store.PutACMEAccount(r.Context(), storage.ACMEDoc{ID: acct.ID, Data: string(data)}, "", acct.Revision); err != nil {
+		return err
+	}
+	return s.reply(w, r, http.StatusOK, s.accountJSON(acct.ID, a))
+}
+
+// renewalRetry is the Retry-After of renewal information.
+const renewalRetry = 6 * time.Hour
+
+// handleRenewalInfo answers ARI (RFC 9773): the window in which to renew
+// the certificate named by <base64url AKI>.<base64url serial>: the last
+// third of its life, or now if it was revoked.
+func (s *Server) handleRenewalInfo(w http.ResponseWriter, r *http.Request) {
+	aki, serialB64, ok := strings.Cut(r.PathValue("id"), ".")
+	serial, err := base64.RawURLEncoding.DecodeString(serialB64)
+	if _, kerr := base64.RawURLEncoding.DecodeString(aki); !ok || err != nil || kerr != nil || len(serial) == 0 {
+		s.fail(w, r, malformed("a renewal-info ID is base64url(AKI).base64url(serial)"))
+		return
+	}
+	leaf, _, err := s.cfg.Issuer.Certificate(r.Context(), fmt.Sprintf("%x", new(big.Int).SetBytes(serial)))
+	if errors.Is(err, storage.ErrNotFound) {
+		s.fail(w, r, notFound("certificate"))
+		return
+	}
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	if base64.RawURLEncoding.EncodeToString(leaf.AuthorityKeyId) != aki {
+		s.fail(w, r, notFound("certificate"))
+		return
+	}
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	start := leaf.NotBefore.Add(life * 2 / 3)
+	end := leaf.NotAfter.Add(-life / 9)
+	if s.cfg.Issuer.Revoked(r.Context(), fmt.Sprintf("%x", leaf.SerialNumber)) {
+		now := s.now()
+		start, end = now.Add(-time.Hour), now
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(renewalRetry/time.Second)))
+	writeJSON(w, http.StatusOK, map[string]any{"suggestedWindow": map[string]string{
+		"start": start.UTC().Format(time.RFC3339), "end": end.UTC().Format(time.RFC3339)}})
 }

@@ -133,6 +133,15 @@ func (i acmeIssuer) Revoke(ctx context.Context, serial string, reason int) error
 		Serial: rec.Serial, CertSHA256: sha256.Sum256(rec.DER), Detail: ReasonName(reason)}})
 }
 
+func (i acmeIssuer) Revoked(ctx context.Context, serial string) bool {
+	sn, err := parseSerial(serial)
+	if err != nil {
+		return false
+	}
+	rec, err := i.s.store.GetCertificate(ctx, sn)
+	return err == nil && rec.Revoked()
+}
+
 // eabName is where an EAB key's MAC key is sealed under the barrier.
 func eabName(keyID string) string { return "acme/eab/" + keyID }
 

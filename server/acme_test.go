@@ -9,8 +9,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"time"
 	"strings"
 	"testing"
 
@@ -238,4 +243,146 @@ func TestACMEExternalAccountRequired(t *testing.T) {
 	if code != http.StatusBadRequest || typ != "accountDoesNotExist" {
 		t.Fatalf("the refused account exists: %d %s", code, typ)
 	}
+}
+
+// TestACMEKeyChangeAndRenewalInfo: a full order through http-01 in
+// process; ARI suggests renewing in the last third of the certificate's
+// life, and at once after a revocation; key-change moves the account to a
+// new key.
+func TestACMEKeyChangeAndRenewalInfo(t *testing.T) {
+	tokens := map[string]string{}
+	var mu sync.Mutex
+	responder := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		io.WriteString(w, tokens[strings.TrimPrefix(r.URL.Path, "/.well-known/acme-challenge/")])
+	}))
+	defer responder.Close()
+	port, _ := strconv.Atoi(responder.URL[strings.LastIndex(responder.URL, ":")+1:])
+	cfg := testConfig(t, "dev")
+	cfg.ACME.HTTPPort = port
+	cfg.ACME.LoopbackNames = []string{"localhost"}
+	r := startRunningWith(t, cfg)
+	c := newACMEClient(t, r)
+	c.register()
+	pag := func(u string) map[string]any {
+		t.Helper()
+		code, typ, m, _ := c.post(u, c.signed(u, nil, c.freshNonce(), false, c.key))
+		if code != http.StatusOK {
+			t.Fatalf("POST-as-GET %s: %d %s", u, code, typ)
+		}
+		return m
+	}
+	_, _, o, h := c.post(c.url("new-order"), c.signed(c.url("new-order"), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "ari.localhost"}}}, c.freshNonce(), false, c.key))
+	orderURL := h.Get("Location")
+	authzURL := o["authorizations"].([]any)[0].(string)
+	var chURL, token string
+	for _, ch := range pag(authzURL)["challenges"].([]any) {
+		if m := ch.(map[string]any); m["type"] == "http-01" {
+			chURL, token = m["url"].(string), m["token"].(string)
+		}
+	}
+	jwk := jose.JSONWebKey{Key: c.key.Public()}
+	thumb, _ := jwk.Thumbprint(crypto.SHA256)
+	mu.Lock()
+	tokens[token] = token + "." + base64.RawURLEncoding.EncodeToString(thumb)
+	mu.Unlock()
+	if code, typ, _, _ := c.post(chURL, c.signed(chURL, map[string]any{}, c.freshNonce(), false, c.key)); code != http.StatusOK {
+		t.Fatalf("challenge: %d %s", code, typ)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for pag(orderURL)["status"] != "ready" {
+		if time.Now().After(deadline) {
+			t.Fatalf("order never ready: %v / %v", pag(orderURL), pag(authzURL))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"ari.localhost"}}, k)
+	finalize := o["finalize"].(string)
+	code, typ, fin, _ := c.post(finalize, c.signed(finalize, map[string]string{"csr": base64.RawURLEncoding.EncodeToString(der)}, c.freshNonce(), false, c.key))
+	if code != http.StatusOK || fin["status"] != "valid" {
+		t.Fatalf("finalize: %d %s %v", code, typ, fin)
+	}
+	certURL := fin["certificate"].(string)
+	req, _ := http.NewRequest(http.MethodPost, certURL, strings.NewReader(string(c.signed(certURL, nil, c.freshNonce(), false, c.key))))
+	req.Header.Set("Content-Type", "application/jose+json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chainPEM, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "application/pem-certificate-chain" {
+		t.Fatalf("certificate Content-Type %q", resp.Header.Get("Content-Type"))
+	}
+	blk, _ := pem.Decode(chainPEM)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ari := func() (time.Time, time.Time) {
+		t.Helper()
+		id := base64.RawURLEncoding.EncodeToString(leaf.AuthorityKeyId) + "." + base64.RawURLEncoding.EncodeToString(leaf.SerialNumber.Bytes())
+		resp, err := c.http.Get(c.url("renewal-info/" + id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Window struct{ Start, End time.Time } `json:"suggestedWindow"`
+		}
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Retry-After") == "" || json.NewDecoder(resp.Body).Decode(&out) != nil {
+			t.Fatalf("renewal-info: %d", resp.StatusCode)
+		}
+		return out.Window.Start, out.Window.End
+	}
+	start, end := ari()
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	if start.Before(leaf.NotBefore.Add(life/2)) || !end.After(start) || end.After(leaf.NotAfter) {
+		t.Errorf("window %v to %v for a certificate valid %v to %v", start, end, leaf.NotBefore, leaf.NotAfter)
+	}
+
+	// Key change, then the old key finds no account and the new one the
+	// same account.
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	oldJWK := jose.JSONWebKey{Key: c.key.Public()}
+	inner := c.signedInner(c.url("key-change"), map[string]any{"account": c.kid, "oldKey": oldJWK}, newKey)
+	var innerObj map[string]any
+	json.Unmarshal(inner, &innerObj)
+	if code, typ, _, _ := c.post(c.url("key-change"), c.signed(c.url("key-change"), innerObj, c.freshNonce(), false, c.key)); code != http.StatusOK {
+		t.Fatalf("key-change: %d %s", code, typ)
+	}
+	if code, typ, _, _ := c.post(c.url("new-account"), c.signed(c.url("new-account"), map[string]any{"onlyReturnExisting": true}, c.freshNonce(), true, c.key)); code != http.StatusBadRequest || typ != "accountDoesNotExist" {
+		t.Errorf("old key after key-change: %d %s", code, typ)
+	}
+	code, _, _, h = c.post(c.url("new-account"), c.signed(c.url("new-account"), map[string]any{"onlyReturnExisting": true}, c.freshNonce(), true, newKey))
+	if code != http.StatusOK || h.Get("Location") != c.kid {
+		t.Errorf("new key after key-change: %d %s, want the account %s", code, h.Get("Location"), c.kid)
+	}
+
+	// Revoked: renew now.
+	c.key = newKey
+	if code, typ, _, _ := c.post(c.url("revoke-cert"), c.signed(c.url("revoke-cert"), map[string]any{"certificate": base64.RawURLEncoding.EncodeToString(leaf.Raw), "reason": 1}, c.freshNonce(), false, c.key)); code != http.StatusOK {
+		t.Fatalf("revoke-cert: %d %s", code, typ)
+	}
+	if start, _ := ari(); start.After(time.Now()) {
+		t.Errorf("a revoked certificate's window starts %v, want now", start)
+	}
+}
+
+// signedInner is a key-change inner JWS: the new key embedded, no nonce.
+func (c *acmeClient) signedInner(url string, payload any, key crypto.Signer) []byte {
+	c.t.Helper()
+	opts := (&jose.SignerOptions{EmbedJWK: true}).WithHeader("url", url)
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, opts)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	body, _ := json.Marshal(payload)
+	obj, err := s.Sign(body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return []byte(obj.FullSerialize())
 }
