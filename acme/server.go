@@ -18,6 +18,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -90,6 +91,9 @@ type Config struct {
 	BaseURL string
 	// Domains are the DNS suffixes identifiers must fall under.
 	Domains []string
+	// IPRanges are the prefixes IP identifiers (RFC 8738) must fall in;
+	// none means IP identifiers are refused.
+	IPRanges []netip.Prefix
 	// CertTTL is the certificates' lifetime. Default DefaultCertTTL.
 	CertTTL time.Duration
 	// Workers bounds concurrent challenge validations. Default 8.
@@ -475,6 +479,18 @@ func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, req *jws.
 
 // checkIdentifier applies the identifier policy.
 func (s *Server) checkIdentifier(id ID) error {
+	if id.Type == "ip" {
+		ip, err := netip.ParseAddr(id.Value)
+		if err != nil || ip.Zone() != "" || ip.String() != id.Value {
+			return malformed("%q is not an IP address in its canonical form", id.Value)
+		}
+		for _, p := range s.cfg.IPRanges {
+			if p.Contains(ip) {
+				return nil
+			}
+		}
+		return rejectedIdentifier("%s is outside the IP ranges this server issues for", id.Value)
+	}
 	if id.Type != "dns" {
 		return unsupportedIdentifier("identifier type %q is not supported", id.Type)
 	}
@@ -596,7 +612,11 @@ func (s *Server) authzFor(ctx context.Context, accountID string, id ID, now time
 		az.Identifier.Value = strings.TrimPrefix(id.Value, "*.")
 		az.Challenges = []chall{{Type: "dns-01", Token: newToken(), Status: statusPending}}
 	} else {
-		for _, t := range []string{"http-01", "dns-01", "tls-alpn-01"} {
+		types := []string{"http-01", "dns-01", "tls-alpn-01"}
+		if id.Type == "ip" {
+			types = []string{"http-01", "tls-alpn-01"} // RFC 8738 §7: no dns-01
+		}
+		for _, t := range types {
 			az.Challenges = append(az.Challenges, chall{Type: t, Token: newToken(), Status: statusPending})
 		}
 	}
@@ -907,7 +927,12 @@ func checkCSR(der []byte, ids []ID) (*x509.CertificateRequest, []string, []net.I
 		return nil, nil, nil, err
 	}
 	want := map[string]bool{}
+	wantIPs := map[netip.Addr]bool{}
 	for _, id := range ids {
+		if id.Type == "ip" {
+			wantIPs[netip.MustParseAddr(id.Value)] = true
+			continue
+		}
 		want[id.Value] = true
 	}
 	got := map[string]bool{}
@@ -915,13 +940,34 @@ func checkCSR(der []byte, ids []ID) (*x509.CertificateRequest, []string, []net.I
 		got[strings.ToLower(strings.TrimSuffix(n, "."))] = true
 	}
 	if cn := strings.ToLower(csr.Subject.CommonName); cn != "" {
+		if ip, err := netip.ParseAddr(cn); err == nil && wantIPs[ip] {
+			cn = ""
+		}
+	}
+	if cn := strings.ToLower(csr.Subject.CommonName); cn != "" && net.ParseIP(cn) == nil {
 		if !want[cn] {
 			return nil, nil, nil, badCSR("the CSR's common name %q is not one of the order's identifiers", cn)
 		}
 		got[cn] = true
 	}
-	if len(csr.IPAddresses) > 0 || len(csr.URIs) > 0 || len(csr.EmailAddresses) > 0 {
-		return nil, nil, nil, badCSR("the CSR names IP addresses, URIs or emails that the order does not")
+	if len(csr.URIs) > 0 || len(csr.EmailAddresses) > 0 {
+		return nil, nil, nil, badCSR("the CSR names URIs or emails, which ACME orders do not")
+	}
+	var ips []net.IP
+	gotIPs := map[netip.Addr]bool{}
+	for _, ip := range csr.IPAddresses {
+		a, _ := netip.AddrFromSlice(ip)
+		a = a.Unmap()
+		if !wantIPs[a] {
+			return nil, nil, nil, badCSR("the CSR names %s, which the order does not", a)
+		}
+		if !gotIPs[a] {
+			gotIPs[a] = true
+			ips = append(ips, net.IP(a.AsSlice()))
+		}
+	}
+	if len(gotIPs) != len(wantIPs) {
+		return nil, nil, nil, badCSR("the CSR does not name every IP address of the order")
 	}
 	var names []string
 	for n := range got {
@@ -936,7 +982,7 @@ func checkCSR(der []byte, ids []ID) (*x509.CertificateRequest, []string, []net.I
 		}
 	}
 	slices.Sort(names)
-	return csr, names, nil, nil
+	return csr, names, ips, nil
 }
 
 // checkKey refuses weak or unknown keys.

@@ -56,6 +56,9 @@ type ACME struct {
 	// LoopbackNames lists DNS suffixes whose names resolve to 127.0.0.1
 	// for validation (development: "localhost"). Default [].
 	LoopbackNames []string `yaml:"loopback_names"`
+	// IPRanges are the CIDR prefixes IP identifiers (RFC 8738) must fall
+	// in. Default []: IP identifiers are refused.
+	IPRanges []string `yaml:"ip_ranges"`
 	// EABRequired makes new accounts present an external account binding
 	// made with 'sigil acme eab create'. Default false.
 	EABRequired bool `yaml:"eab_required"`

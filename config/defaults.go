@@ -129,6 +129,9 @@ func (c *Config) ApplyDefaults() {
 	if len(c.ACME.LoopbackNames) == 0 {
 		c.ACME.LoopbackNames = nil
 	}
+	if len(c.ACME.IPRanges) == 0 {
+		c.ACME.IPRanges = nil
+	}
 	if len(c.Secrets.CASRequired) == 0 {
 		c.Secrets.CASRequired = nil
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -137,6 +138,11 @@ func (v *validator) acme(a *ACME, ca *CA) {
 	}
 	if a.DNSResolver != "" {
 		v.address("acme.dns_resolver", a.DNSResolver)
+	}
+	for _, r := range a.IPRanges {
+		if _, err := netip.ParsePrefix(r); err != nil {
+			v.errorf("acme.ip_ranges", nil, "%q is not a CIDR prefix such as 10.0.0.0/8", r)
+		}
 	}
 }
 

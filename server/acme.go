@@ -44,7 +44,12 @@ func (s *Server) newACME() error {
 	if err != nil {
 		return fmt.Errorf("acme: %w", err)
 	}
+	var ranges []netip.Prefix
+	for _, r := range a.IPRanges {
+		ranges = append(ranges, netip.MustParsePrefix(r))
+	}
 	s.acme = acme.New(acme.Config{
+		IPRanges:       ranges,
 		Store:          s.store,
 		Issuer:         acmeIssuer{s},
 		Validator:      v,

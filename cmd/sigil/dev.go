@@ -81,6 +81,7 @@ func devCmd() *cobra.Command {
 			cfg.ACME.LoopbackNames = []string{"localhost"}
 			cfg.ACME.HTTPPort, cfg.ACME.TLSPort = acmeHTTPPort, acmeTLSPort
 			cfg.ACME.EABRequired = acmeEAB
+			cfg.ACME.IPRanges = []string{"127.0.0.0/8", "::1/128"}
 			if workloadSocket != "" {
 				if cfg.Listen.WorkloadSocket, err = filepath.Abs(workloadSocket); err != nil {
 					return err
