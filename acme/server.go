@@ -100,6 +100,11 @@ type Config struct {
 	Workers        int
 	TermsOfService string
 	Website        string
+	// OrdersPerAccount and OrdersPerIdentifier cap new orders per hour
+	// (0: no cap); past a cap newOrder answers rateLimited with
+	// Retry-After.
+	OrdersPerAccount    int
+	OrdersPerIdentifier int
 	// EABRequired refuses new accounts without an external account
 	// binding; EABKey looks up a binding key's MAC key (nil: no EAB).
 	EABRequired bool
@@ -117,6 +122,8 @@ type Server struct {
 	jobs   chan func()
 	done   chan struct{}
 	closed sync.Once
+
+	perAccount, perIdentifier *limiter
 }
 
 // New returns a Server; Close stops its validation workers.
@@ -127,7 +134,8 @@ func New(cfg Config) *Server {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
 	}
-	s := &Server{cfg: cfg, now: cfg.Clock, log: cfg.Logger, jobs: make(chan func(), 1024), done: make(chan struct{})}
+	s := &Server{cfg: cfg, now: cfg.Clock, log: cfg.Logger, jobs: make(chan func(), 1024), done: make(chan struct{}),
+		perAccount: newLimiter(cfg.OrdersPerAccount, time.Hour), perIdentifier: newLimiter(cfg.OrdersPerIdentifier, time.Hour)}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -573,6 +581,18 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 	}
 	ctx := r.Context()
 	now := s.now().UTC()
+	if ok, wait := s.perAccount.take(acct.ID, now); !ok {
+		retryAfter(w, wait)
+		return rateLimited("new orders for this account")
+	}
+	for _, id := range ids {
+		if ok, wait := s.perIdentifier.take(id.key(), now); !ok {
+			retryAfter(w, wait)
+			p := rateLimited("new orders for " + id.Value)
+			p.Subproblems = []Problem{{Type: p.Type, Detail: p.Detail, Status: p.Status, Identifier: &ID{Type: id.Type, Value: id.Value}}}
+			return p
+		}
+	}
 	o := order{AccountID: acct.ID, Status: statusPending, Identifiers: ids, Expires: now.Add(orderTTL)}
 	for _, id := range ids {
 		azID, err := s.authzFor(ctx, acct.ID, id, now)

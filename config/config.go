@@ -56,6 +56,11 @@ type ACME struct {
 	// LoopbackNames lists DNS suffixes whose names resolve to 127.0.0.1
 	// for validation (development: "localhost"). Default [].
 	LoopbackNames []string `yaml:"loopback_names"`
+	// OrdersPerAccount and OrdersPerIdentifier cap new orders per hour,
+	// per account and per identifier, on each node. Defaults 1,000,000 and
+	// 100,000.
+	OrdersPerAccount    int `yaml:"orders_per_account"`
+	OrdersPerIdentifier int `yaml:"orders_per_identifier"`
 	// IPRanges are the CIDR prefixes IP identifiers (RFC 8738) must fall
 	// in. Default []: IP identifiers are refused.
 	IPRanges []string `yaml:"ip_ranges"`

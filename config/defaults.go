@@ -129,6 +129,8 @@ func (c *Config) ApplyDefaults() {
 	if len(c.ACME.LoopbackNames) == 0 {
 		c.ACME.LoopbackNames = nil
 	}
+	setInt(&c.ACME.OrdersPerAccount, 1_000_000)
+	setInt(&c.ACME.OrdersPerIdentifier, 100_000)
 	if len(c.ACME.IPRanges) == 0 {
 		c.ACME.IPRanges = nil
 	}

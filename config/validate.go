@@ -139,6 +139,14 @@ func (v *validator) acme(a *ACME, ca *CA) {
 	if a.DNSResolver != "" {
 		v.address("acme.dns_resolver", a.DNSResolver)
 	}
+	for _, l := range []struct {
+		key string
+		n   int
+	}{{"acme.orders_per_account", a.OrdersPerAccount}, {"acme.orders_per_identifier", a.OrdersPerIdentifier}} {
+		if l.n < 1 {
+			v.errorf(l.key, nil, "%d is not positive", l.n)
+		}
+	}
 	for _, r := range a.IPRanges {
 		if _, err := netip.ParsePrefix(r); err != nil {
 			v.errorf("acme.ip_ranges", nil, "%q is not a CIDR prefix such as 10.0.0.0/8", r)

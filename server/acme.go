@@ -49,19 +49,21 @@ func (s *Server) newACME() error {
 		ranges = append(ranges, netip.MustParsePrefix(r))
 	}
 	s.acme = acme.New(acme.Config{
-		IPRanges:       ranges,
-		Store:          s.store,
-		Issuer:         acmeIssuer{s},
-		Validator:      v,
-		BaseURL:        s.cfg.Listen.HTTPSURL,
-		Domains:        s.cfg.CA.DNSDomains,
-		CertTTL:        a.CertTTL.D(),
-		TermsOfService: a.TermsOfService,
-		EABRequired:    a.EABRequired,
-		EABKey:         s.eabKey,
-		Website:        a.Website,
-		Clock:          s.clock,
-		Logger:         s.log,
+		IPRanges:            ranges,
+		OrdersPerAccount:    a.OrdersPerAccount,
+		OrdersPerIdentifier: a.OrdersPerIdentifier,
+		Store:               s.store,
+		Issuer:              acmeIssuer{s},
+		Validator:           v,
+		BaseURL:             s.cfg.Listen.HTTPSURL,
+		Domains:             s.cfg.CA.DNSDomains,
+		CertTTL:             a.CertTTL.D(),
+		TermsOfService:      a.TermsOfService,
+		EABRequired:         a.EABRequired,
+		EABKey:              s.eabKey,
+		Website:             a.Website,
+		Clock:               s.clock,
+		Logger:              s.log,
 	})
 	return nil
 }

@@ -386,3 +386,23 @@ func (c *acmeClient) signedInner(url string, payload any, key crypto.Signer) []b
 	}
 	return []byte(obj.FullSerialize())
 }
+
+// TestACMERateLimits: past the per-account cap, newOrder answers
+// rateLimited with Retry-After and makes no order.
+func TestACMERateLimits(t *testing.T) {
+	cfg := testConfig(t, "dev")
+	cfg.ACME.OrdersPerAccount = 2
+	r := startRunningWith(t, cfg)
+	c := newACMEClient(t, r)
+	c.register()
+	order := map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "rl.localhost"}}}
+	for i := range 3 {
+		code, typ, _, h := c.post(c.url("new-order"), c.signed(c.url("new-order"), order, c.freshNonce(), false, c.key))
+		switch {
+		case i < 2 && code != http.StatusCreated:
+			t.Fatalf("order %d: %d %s", i, code, typ)
+		case i == 2 && (code != http.StatusTooManyRequests || typ != "rateLimited" || h.Get("Retry-After") == "" || h.Get("Location") != ""):
+			t.Fatalf("order past the cap: %d %s, Retry-After %q", code, typ, h.Get("Retry-After"))
+		}
+	}
+}
