@@ -55,8 +55,6 @@ type Store interface {
 	PutACMEAuthz(ctx context.Context, d storage.ACMEDoc, accountID, identifier string, expiresAt time.Time, expectRevision int64) error
 	GetACMEAuthz(ctx context.Context, id string) (storage.ACMEDoc, error)
 	FindACMEAuthzs(ctx context.Context, accountID, identifier string, now time.Time) ([]storage.ACMEDoc, error)
-	PutACMENonce(ctx context.Context, nonce string, expiresAt time.Time) error
-	ConsumeACMENonce(ctx context.Context, nonce string, now time.Time) (bool, error)
 }
 
 // Issuer is the certificate authority.
@@ -124,6 +122,7 @@ type Server struct {
 	closed sync.Once
 
 	perAccount, perIdentifier *limiter
+	nonces                    *nonceStore
 }
 
 // New returns a Server; Close stops its validation workers.
@@ -135,7 +134,8 @@ func New(cfg Config) *Server {
 		cfg.Workers = 8
 	}
 	s := &Server{cfg: cfg, now: cfg.Clock, log: cfg.Logger, jobs: make(chan func(), 1024), done: make(chan struct{}),
-		perAccount: newLimiter(cfg.OrdersPerAccount, time.Hour), perIdentifier: newLimiter(cfg.OrdersPerIdentifier, time.Hour)}
+		perAccount: newLimiter(cfg.OrdersPerAccount, time.Hour), perIdentifier: newLimiter(cfg.OrdersPerIdentifier, time.Hour),
+		nonces: newNonceStore()}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -206,10 +206,8 @@ func (s *Server) handleDirectory(w http.ResponseWriter, r *http.Request) {
 // addNonce puts a fresh nonce in Replay-Nonce.
 func (s *Server) addNonce(w http.ResponseWriter, r *http.Request) {
 	n := newID()
-	if err := s.cfg.Store.PutACMENonce(r.Context(), n, s.now().Add(nonceTTL)); err != nil {
-		s.log.Error("storing a nonce", "err", err)
-		return
-	}
+	now := s.now()
+	s.nonces.put(n, now.Add(nonceTTL), now)
 	w.Header().Set("Replay-Nonce", n)
 }
 
@@ -246,6 +244,8 @@ type handler func(w http.ResponseWriter, r *http.Request, req *jws.Request, acct
 // account.
 func (s *Server) post(expectJWK bool, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		var loaded storage.ACMEDoc
+		r = r.WithContext(context.WithValue(r.Context(), loadedKey{}, &loaded))
 		req, err := s.readJWS(r, expectJWK)
 		if err != nil {
 			s.failErr(w, r, err)
@@ -253,12 +253,13 @@ func (s *Server) post(expectJWK bool, h handler) http.HandlerFunc {
 		}
 		var acct *storage.ACMEDoc
 		if !expectJWK {
-			a, err := s.accountFromKID(r.Context(), req.KeyID)
-			if err != nil {
-				s.failErr(w, r, err)
-				return
+			if loaded.ID == "" {
+				if loaded, err = s.accountFromKID(r.Context(), req.KeyID); err != nil {
+					s.failErr(w, r, err)
+					return
+				}
 			}
-			acct = &a
+			acct = &loaded
 		}
 		s.answer(w, r, h(w, r, req, acct))
 	}
@@ -327,8 +328,15 @@ func (s *Server) readJWS(r *http.Request, expectJWK bool) (*jws.Request, error) 
 // accountKeys is the jws lookup of an account's key by its URL.
 type accountKeys struct{ s *Server }
 
+// loadedKey carries the account the key lookup read to the handler, so a
+// request reads its account once.
+type loadedKey struct{}
+
 func (k accountKeys) AccountKey(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
 	a, err := k.s.accountFromKID(ctx, kid)
+	if slot, ok := ctx.Value(loadedKey{}).(*storage.ACMEDoc); ok && err == nil {
+		*slot = a
+	}
 	if p, ok := err.(*Problem); ok {
 		if p.Type == errNS+"accountDoesNotExist" {
 			return nil, fmt.Errorf("%s: %w", p.Detail, jws.ErrNotFound)
@@ -352,8 +360,8 @@ func (k accountKeys) AccountKey(ctx context.Context, kid string) (*jose.JSONWebK
 // nonces is the jws nonce store over storage.
 type nonces struct{ s *Server }
 
-func (n nonces) Consume(ctx context.Context, nonce string) (bool, error) {
-	return n.s.cfg.Store.ConsumeACMENonce(ctx, nonce, n.s.now())
+func (n nonces) Consume(_ context.Context, nonce string) (bool, error) {
+	return n.s.nonces.consume(nonce, n.s.now()), nil
 }
 
 func (s *Server) accountFromKID(ctx context.Context, kid string) (storage.ACMEDoc, error) {

@@ -25,7 +25,7 @@ import (
 // acmeClient speaks ACME to a running server with one account key, so
 // tests can send exactly the malformed requests they mean to.
 type acmeClient struct {
-	t     *testing.T
+	t     testing.TB
 	r     *runningServer
 	http  *http.Client
 	key   crypto.Signer
@@ -33,7 +33,7 @@ type acmeClient struct {
 	nonce string
 }
 
-func newACMEClient(t *testing.T, r *runningServer) *acmeClient {
+func newACMEClient(t testing.TB, r *runningServer) *acmeClient {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	c, _ := r.svidClient(t, "spiffe://example.org/acme-test", 3600e9)
 	return &acmeClient{t: t, r: r, http: c, key: key}

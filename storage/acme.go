@@ -12,7 +12,6 @@ type acmeQueries struct {
 	insertAccount, updateAccount, getAccount, getAccountByThumb, setThumb string
 	insertOrder, updateOrder, getOrder                                    string
 	insertAuthz, updateAuthz, getAuthz, findAuthzs                        string
-	putNonce, consumeNonce, pruneNonces                                   string
 }
 
 func newACMEQueries(d dialect) *acmeQueries {
@@ -30,9 +29,6 @@ func newACMEQueries(d dialect) *acmeQueries {
 		getAuthz:          d.sql(`SELECT id, data, revision FROM acme_authzs WHERE id = ?`),
 		findAuthzs: d.sql(`SELECT id, data, revision FROM acme_authzs WHERE account_id = ? AND identifier = ? AND expires_at > ?
 			ORDER BY expires_at LIMIT 16`),
-		putNonce:     d.sql(`INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)`),
-		consumeNonce: d.sql(`DELETE FROM acme_nonces WHERE nonce = ? AND expires_at > ?`),
-		pruneNonces:  d.sql(`DELETE FROM acme_nonces WHERE expires_at <= ?`),
 	}
 }
 
@@ -174,43 +170,4 @@ func (db *DB) FindACMEAuthzs(ctx context.Context, accountID, identifier string, 
 		return nil, err
 	}
 	return queryAll(ctx, db.read, "finding ACME authorizations", db.acmeQ().findAuthzs, []any{accountID, identifier, n}, 4, scanDoc)
-}
-
-// PutACMENonce stores a fresh nonce.
-func (db *DB) PutACMENonce(ctx context.Context, nonce string, expiresAt time.Time) error {
-	exp, err := requiredNanos("expiry", expiresAt)
-	if err == nil {
-		_, err = db.write.ExecContext(ctx, db.acmeQ().putNonce, nonce, exp)
-	}
-	if err != nil {
-		return fmt.Errorf("storing a nonce: %w", err)
-	}
-	return nil
-}
-
-// ConsumeACMENonce deletes an unexpired nonce and reports whether it was
-// there.
-func (db *DB) ConsumeACMENonce(ctx context.Context, nonce string, now time.Time) (bool, error) {
-	n, err := requiredNanos("now", now)
-	if err != nil {
-		return false, err
-	}
-	res, err := db.write.ExecContext(ctx, db.acmeQ().consumeNonce, nonce, n)
-	if err != nil {
-		return false, fmt.Errorf("consuming a nonce: %w", err)
-	}
-	k, err := res.RowsAffected()
-	return k == 1, err
-}
-
-// PruneACMENonces deletes expired nonces.
-func (db *DB) PruneACMENonces(ctx context.Context, now time.Time) error {
-	n, err := requiredNanos("now", now)
-	if err == nil {
-		_, err = db.write.ExecContext(ctx, db.acmeQ().pruneNonces, n)
-	}
-	if err != nil {
-		return fmt.Errorf("pruning nonces: %w", err)
-	}
-	return nil
 }

@@ -232,6 +232,16 @@ var migrations = []migration{
 			`CREATE INDEX acme_nonces_expiry ON acme_nonces (expires_at)`,
 		},
 	},
+	{
+		version: 7,
+		name:    "acme nonces in memory",
+		stmts: []string{
+			// Nonces moved to each node's memory: two database writes per
+			// ACME request were the server's bottleneck, and a nonce need
+			// not outlive its node.
+			`DROP TABLE acme_nonces`,
+		},
+	},
 }
 
 // LatestSchemaVersion is the highest schema version this binary knows.

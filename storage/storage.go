@@ -324,13 +324,6 @@ type Store interface {
 	// FindACMEAuthzs returns the account's authorizations for identifier
 	// that expire after now, newest last.
 	FindACMEAuthzs(ctx context.Context, accountID, identifier string, now time.Time) ([]ACMEDoc, error)
-	// PutACMENonce stores a fresh nonce.
-	PutACMENonce(ctx context.Context, nonce string, expiresAt time.Time) error
-	// ConsumeACMENonce deletes the nonce and reports whether it existed and
-	// had not expired at now: each nonce is accepted once.
-	ConsumeACMENonce(ctx context.Context, nonce string, now time.Time) (bool, error)
-	// PruneACMENonces deletes nonces expired at now.
-	PruneACMENonces(ctx context.Context, now time.Time) error
 }
 
 // ACMEDoc is one stored ACME object.

@@ -13,7 +13,6 @@ func runACME(t *testing.T, run func(*testing.T, string, func(*testing.T, storage
 	t.Run("ACME", func(t *testing.T) {
 		run(t, "Accounts", testACMEAccounts)
 		run(t, "OrdersAndAuthzs", testACMEOrders)
-		run(t, "NoncesSingleUse", testACMENonces)
 	})
 }
 
@@ -74,27 +73,5 @@ func testACMEOrders(t *testing.T, s storage.Store) {
 	}
 	if other, _ := s.FindACMEAuthzs(ctx, "other", "dns:a.test", t0); len(other) != 0 {
 		t.Errorf("another account found %d", len(other))
-	}
-}
-
-func testACMENonces(t *testing.T, s storage.Store) {
-	ctx := context.Background()
-	if err := s.PutACMENonce(ctx, "n1", t0.Add(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PutACMENonce(ctx, "n2", t0.Add(-time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := s.ConsumeACMENonce(ctx, "n1", t0); !ok || err != nil {
-		t.Errorf("first use: %v %v", ok, err)
-	}
-	if ok, _ := s.ConsumeACMENonce(ctx, "n1", t0); ok {
-		t.Error("a nonce was accepted twice")
-	}
-	if ok, _ := s.ConsumeACMENonce(ctx, "n2", t0); ok {
-		t.Error("an expired nonce was accepted")
-	}
-	if err := s.PruneACMENonces(ctx, t0); err != nil {
-		t.Fatal(err)
 	}
 }
