@@ -62,7 +62,9 @@ type Issuer interface {
 	// IssueACME signs a TLS server certificate for the CSR's key naming
 	// exactly dns and ips, records and logs it (actor: the account URL),
 	// and returns the leaf and its chain up to, not including, the root.
-	IssueACME(ctx context.Context, csr *x509.CertificateRequest, dns []string, ips []net.IP, ttl time.Duration, account string) (*x509.Certificate, []*x509.Certificate, error)
+	// A non-empty spiffeID asks for the x509-svid profile: that ID as the
+	// URI SAN alongside the DNS names.
+	IssueACME(ctx context.Context, csr *x509.CertificateRequest, dns []string, ips []net.IP, spiffeID string, ttl time.Duration, account string) (*x509.Certificate, []*x509.Certificate, error)
 	// Certificate returns an issued certificate and its chain.
 	Certificate(ctx context.Context, serial string) (*x509.Certificate, []*x509.Certificate, error)
 	// Revoke revokes a certificate with an RFC 5280 reason; an already
@@ -107,6 +109,9 @@ type Config struct {
 	// binding; EABKey looks up a binding key's MAC key (nil: no EAB).
 	EABRequired bool
 	EABKey      jws.MACKeyFunc
+	// EABSPIFFEID returns the SPIFFE ID an EAB key binds its accounts to
+	// ("" for none): such accounts may order the x509-svid profile.
+	EABSPIFFEID func(ctx context.Context, keyID string) (string, error)
 	Clock       func() time.Time
 	Logger      *slog.Logger
 }
@@ -190,7 +195,10 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) handleDirectory(w http.ResponseWriter, r *http.Request) {
-	meta := map[string]any{"externalAccountRequired": s.cfg.EABRequired}
+	meta := map[string]any{"externalAccountRequired": s.cfg.EABRequired, "profiles": map[string]string{
+		profileTLSServer: "a TLS server certificate for the order's DNS names and IP addresses (the default)",
+		profileSVID:      "an X.509-SVID: the SPIFFE ID the account's external account binding names, with the order's DNS names",
+	}}
 	if s.cfg.TermsOfService != "" {
 		meta["termsOfService"] = s.cfg.TermsOfService
 	}
@@ -493,6 +501,32 @@ func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, req *jws.
 	return s.reply(w, r, http.StatusOK, s.accountJSON(doc.ID, a))
 }
 
+// Certificate profiles (the directory's meta.profiles).
+const (
+	profileTLSServer = "tls-server"
+	profileSVID      = "x509-svid"
+)
+
+// orderSPIFFEID returns the SPIFFE ID an x509-svid order may carry: the
+// one the account's EAB key binds, or an error.
+func (s *Server) orderSPIFFEID(ctx context.Context, acct *storage.ACMEDoc) (string, error) {
+	var a account
+	if err := json.Unmarshal([]byte(acct.Data), &a); err != nil {
+		return "", err
+	}
+	if a.EABKeyID == "" || s.cfg.EABSPIFFEID == nil {
+		return "", unauthorized("the x509-svid profile is for accounts bound to a SPIFFE ID by their external account binding")
+	}
+	id, err := s.cfg.EABSPIFFEID(ctx, a.EABKeyID)
+	if err != nil {
+		return "", err
+	}
+	if id == "" {
+		return "", unauthorized("this account's external account binding names no SPIFFE ID")
+	}
+	return id, nil
+}
+
 // checkIdentifier applies the identifier policy.
 func (s *Server) checkIdentifier(id ID) error {
 	if id.Type == "ip" {
@@ -531,6 +565,9 @@ func (s *Server) checkIdentifier(id ID) error {
 func (s *Server) orderJSON(id string, o order) map[string]any {
 	m := map[string]any{"status": o.Status, "expires": o.Expires.Format(time.RFC3339), "identifiers": o.Identifiers,
 		"finalize": s.url("order/" + id + "/finalize")}
+	if o.Profile != "" {
+		m["profile"] = o.Profile
+	}
 	var authzs []string
 	for _, a := range o.Authzs {
 		authzs = append(authzs, s.url("authz/"+a))
@@ -550,6 +587,7 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 		Identifiers []ID   `json:"identifiers"`
 		NotBefore   string `json:"notBefore"`
 		NotAfter    string `json:"notAfter"`
+		Profile     string `json:"profile"`
 	}
 	if err := req.Decode(&in); err != nil {
 		return err
@@ -588,6 +626,21 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 		return &top
 	}
 	ctx := r.Context()
+	switch in.Profile {
+	case "", profileTLSServer:
+		in.Profile = profileTLSServer
+	case profileSVID:
+		if _, err := s.orderSPIFFEID(ctx, acct); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if id.Type != "dns" || strings.HasPrefix(id.Value, "*.") {
+				return rejectedIdentifier("an x509-svid carries DNS names only, without wildcards (%s)", id.Value)
+			}
+		}
+	default:
+		return problem(http.StatusBadRequest, "invalidProfile", "no profile %q; this server offers %s and %s", in.Profile, profileTLSServer, profileSVID)
+	}
 	now := s.now().UTC()
 	if ok, wait := s.perAccount.take(acct.ID, now); !ok {
 		retryAfter(w, wait)
@@ -601,7 +654,7 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 			return p
 		}
 	}
-	o := order{AccountID: acct.ID, Status: statusPending, Identifiers: ids, Expires: now.Add(orderTTL)}
+	o := order{AccountID: acct.ID, Status: statusPending, Identifiers: ids, Expires: now.Add(orderTTL), Profile: in.Profile}
 	for _, id := range ids {
 		azID, err := s.authzFor(ctx, acct.ID, id, now)
 		if err != nil {
@@ -917,6 +970,12 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *jws
 	if err != nil {
 		return err
 	}
+	var spiffeID string
+	if o.Profile == profileSVID {
+		if spiffeID, err = s.orderSPIFFEID(ctx, acct); err != nil {
+			return err
+		}
+	}
 	o.Status = statusProcessing
 	data, _ := json.Marshal(o)
 	if err := s.cfg.Store.PutACMEOrder(ctx, storage.ACMEDoc{ID: id, Data: string(data)}, acct.ID, d.Revision); err != nil {
@@ -925,7 +984,7 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *jws
 		}
 		return err
 	}
-	leaf, _, ierr := s.cfg.Issuer.IssueACME(ctx, csr, dns, ips, s.cfg.CertTTL, s.accountURL(acct.ID))
+	leaf, _, ierr := s.cfg.Issuer.IssueACME(ctx, csr, dns, ips, spiffeID, s.cfg.CertTTL, s.accountURL(acct.ID))
 	if ierr != nil {
 		o.Status = statusInvalid
 		o.Error, _ = asProblem(ierr)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -19,6 +20,7 @@ import (
 	"github.com/sigil-pki/sigil/acme/challenge"
 	"github.com/sigil-pki/sigil/acme/jws"
 	"github.com/sigil-pki/sigil/ca"
+	"github.com/sigil-pki/sigil/identity/entry"
 	"github.com/sigil-pki/sigil/storage"
 	"github.com/sigil-pki/sigil/tlog"
 )
@@ -61,6 +63,7 @@ func (s *Server) newACME() error {
 		TermsOfService:      a.TermsOfService,
 		EABRequired:         a.EABRequired,
 		EABKey:              s.eabKey,
+		EABSPIFFEID:         s.eabSPIFFEID,
 		Website:             a.Website,
 		Clock:               s.clock,
 		Logger:              s.log,
@@ -72,13 +75,17 @@ func (s *Server) newACME() error {
 // so each is recorded and logged before it is handed out.
 type acmeIssuer struct{ s *Server }
 
-func (i acmeIssuer) IssueACME(ctx context.Context, csr *x509.CertificateRequest, dns []string, ips []net.IP, ttl time.Duration, account string) (*x509.Certificate, []*x509.Certificate, error) {
+func (i acmeIssuer) IssueACME(ctx context.Context, csr *x509.CertificateRequest, dns []string, ips []net.IP, spiffeID string, ttl time.Duration, account string) (*x509.Certificate, []*x509.Certificate, error) {
 	auth, err := i.s.Authority()
 	if err != nil {
 		return nil, nil, err
 	}
+	profile := ca.ProfileTLSServer
+	if spiffeID != "" {
+		profile = ca.ProfileSVID
+	}
 	iss, err := auth.Issue(context.WithValue(ctx, callerKey{}, account), ca.Request{
-		Profile: ca.ProfileTLSServer, PublicKey: csr.PublicKey, DNSNames: dns, IPAddresses: ips, TTL: ttl,
+		Profile: profile, SPIFFEID: spiffeID, PublicKey: csr.PublicKey, DNSNames: dns, IPAddresses: ips, TTL: ttl,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -152,27 +159,66 @@ func (i acmeIssuer) Revoked(ctx context.Context, serial string) bool {
 // eabName is where an EAB key's MAC key is sealed under the barrier.
 func eabName(keyID string) string { return "acme/eab/" + keyID }
 
-// eabKey looks up an EAB key for the ACME server.
-func (s *Server) eabKey(ctx context.Context, keyID string) ([]byte, error) {
+// eabRecord is an EAB key as sealed under the barrier.
+type eabRecord struct {
+	Key      []byte `json:"key"`
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+}
+
+func (s *Server) eabRecord(ctx context.Context, keyID string) (eabRecord, error) {
 	if keyID == "" || strings.ContainsAny(keyID, "/ ") {
-		return nil, jws.ErrNotFound
+		return eabRecord{}, jws.ErrNotFound
 	}
-	k, err := s.barrier.Get(ctx, eabName(keyID))
+	b, err := s.barrier.Get(ctx, eabName(keyID))
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("EAB key %s: %w", keyID, jws.ErrNotFound)
+		return eabRecord{}, fmt.Errorf("EAB key %s: %w", keyID, jws.ErrNotFound)
 	}
-	return k, err
+	if err != nil {
+		return eabRecord{}, err
+	}
+	defer clear(b)
+	var rec eabRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return eabRecord{}, fmt.Errorf("decoding EAB key %s: %w", keyID, err)
+	}
+	return rec, nil
+}
+
+// eabKey looks up an EAB key's MAC key for the ACME server.
+func (s *Server) eabKey(ctx context.Context, keyID string) ([]byte, error) {
+	rec, err := s.eabRecord(ctx, keyID)
+	return rec.Key, err
+}
+
+// eabSPIFFEID returns the SPIFFE ID an EAB key binds its accounts to.
+func (s *Server) eabSPIFFEID(ctx context.Context, keyID string) (string, error) {
+	rec, err := s.eabRecord(ctx, keyID)
+	return rec.SPIFFEID, err
 }
 
 // EABKey is a new external account binding key, shown once.
 type EABKey struct {
 	KeyID   string `json:"key_id"`
 	HMACKey string `json:"hmac_key"` // base64url, as certbot and lego take it
+	// SPIFFEID binds the key's accounts to this identity (x509-svid profile).
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+}
+
+// EABRequest is the body of POST /v1/acme/eab.
+type EABRequest struct {
+	SPIFFEID string `json:"spiffe_id,omitempty"`
 }
 
 // CreateEAB makes an external account binding key: 32 random bytes sealed
-// under the barrier, and logs its creation (never the key).
-func (s *Server) CreateEAB(ctx context.Context) (EABKey, error) {
+// under the barrier, optionally binding its accounts to a SPIFFE ID (which
+// lets them order the x509-svid profile), and logs its creation (never the
+// key).
+func (s *Server) CreateEAB(ctx context.Context, spiffeID string) (EABKey, error) {
+	if spiffeID != "" {
+		if err := validateEABSPIFFEID(spiffeID, s.cfg.TrustDomain); err != nil {
+			return EABKey{}, err
+		}
+	}
 	id := make([]byte, 12)
 	key := make([]byte, 32)
 	if _, err := rand.Read(id); err != nil {
@@ -182,17 +228,41 @@ func (s *Server) CreateEAB(ctx context.Context) (EABKey, error) {
 		return EABKey{}, err
 	}
 	kid := base64.RawURLEncoding.EncodeToString(id)
-	if err := s.audit(ctx, tlog.Entry{Kind: tlog.KindPolicyChange, Subject: tlog.Subject{Path: "acme/eab/" + kid, Detail: "EAB key created"}}); err != nil {
+	if err := s.audit(ctx, tlog.Entry{Kind: tlog.KindPolicyChange, Subject: tlog.Subject{Path: "acme/eab/" + kid,
+		Detail: strings.TrimSpace("EAB key created " + spiffeID)}}); err != nil {
 		return EABKey{}, err
 	}
-	if err := s.barrier.Put(ctx, eabName(kid), key); err != nil {
+	rec, _ := json.Marshal(eabRecord{Key: key, SPIFFEID: spiffeID})
+	defer clear(rec)
+	if err := s.barrier.Put(ctx, eabName(kid), rec); err != nil {
 		return EABKey{}, err
 	}
-	return EABKey{KeyID: kid, HMACKey: base64.RawURLEncoding.EncodeToString(key)}, nil
+	return EABKey{KeyID: kid, HMACKey: base64.RawURLEncoding.EncodeToString(key), SPIFFEID: spiffeID}, nil
 }
 
+// validateEABSPIFFEID accepts a SPIFFE ID of the trust domain outside the
+// reserved /sigil path.
+func validateEABSPIFFEID(id, td string) error {
+	e := entry.Entry{ID: strings.Repeat("0", 32), SPIFFEID: id, Selectors: []string{"unix:uid:0"}}
+	if err := e.Validate(td, 0); err != nil {
+		return fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	return nil
+}
+
+// errBadRequest marks an admin request that is wrong.
+var errBadRequest = errors.New("bad request")
+
 func (s *Server) handleCreateEAB(w http.ResponseWriter, r *http.Request) {
-	k, err := s.CreateEAB(r.Context())
+	var req EABRequest
+	if r.ContentLength != 0 && !decodeBody(w, r, &req) {
+		return
+	}
+	k, err := s.CreateEAB(r.Context(), req.SPIFFEID)
+	if errors.Is(err, errBadRequest) {
+		writeErrors(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if err != nil {
 		s.writeAdminError(w, err)
 		return

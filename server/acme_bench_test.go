@@ -41,7 +41,11 @@ func (c *acmeClient) obtain(name string, ka *keyAuths) error {
 		code, _, m, h := c.post(u, c.signed(u, payload, c.nonceOrFresh(), false, c.key))
 		return code, m, h
 	}
-	code, o, h := post(c.url("new-order"), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": name}}})
+	newOrder := map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": name}}}
+	if c.profile != "" {
+		newOrder["profile"] = c.profile
+	}
+	code, o, h := post(c.url("new-order"), newOrder)
 	if code != http.StatusCreated {
 		return fmt.Errorf("new-order: %d %v", code, o)
 	}
@@ -84,7 +88,7 @@ func (c *acmeClient) obtain(name string, ka *keyAuths) error {
 	if err != nil {
 		return err
 	}
-	io.Copy(io.Discard, resp.Body)
+	c.lastChain, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	c.nonce = resp.Header.Get("Replay-Nonce")
 	if resp.StatusCode != http.StatusOK {

@@ -31,6 +31,10 @@ type acmeClient struct {
 	key   crypto.Signer
 	kid   string
 	nonce string
+	// profile, when set, is asked for in new orders; lastChain is the PEM
+	// chain obtain downloaded last.
+	profile   string
+	lastChain []byte
 }
 
 func newACMEClient(t testing.TB, r *runningServer) *acmeClient {
@@ -404,5 +408,73 @@ func TestACMERateLimits(t *testing.T) {
 		case i == 2 && (code != http.StatusTooManyRequests || typ != "rateLimited" || h.Get("Retry-After") == "" || h.Get("Location") != ""):
 			t.Fatalf("order past the cap: %d %s, Retry-After %q", code, typ, h.Get("Retry-After"))
 		}
+	}
+}
+
+// TestACMESVIDProfile: an account created with an EAB key bound to a
+// SPIFFE ID orders the x509-svid profile and gets a certificate carrying
+// that ID beside its DNS name; other accounts and unknown profiles are
+// refused.
+func TestACMESVIDProfile(t *testing.T) {
+	ka := &keyAuths{m: map[string]string{}}
+	responder := httptest.NewServer(ka)
+	defer responder.Close()
+	port, _ := strconv.Atoi(responder.URL[strings.LastIndex(responder.URL, ":")+1:])
+	cfg := testConfig(t, "dev")
+	cfg.ACME.HTTPPort = port
+	cfg.ACME.LoopbackNames = []string{"localhost"}
+	r := startRunningWith(t, cfg)
+	code, body := call(t, r.admin, "POST", r.adminURL+"/v1/acme/eab", `{"spiffe_id":"spiffe://example.org/ingress"}`)
+	if code != http.StatusOK {
+		t.Fatalf("eab: %d %s", code, body)
+	}
+	var eab EABKey
+	json.Unmarshal([]byte(body), &eab)
+
+	plain := newACMEClient(t, r)
+	plain.register()
+	newOrder := func(c *acmeClient, profile string) (int, string) {
+		code, typ, _, _ := c.post(c.url("new-order"), c.signed(c.url("new-order"), map[string]any{
+			"identifiers": []map[string]string{{"type": "dns", "value": "svid.localhost"}}, "profile": profile}, c.freshNonce(), false, c.key))
+		return code, typ
+	}
+	if code, typ := newOrder(plain, "x509-svid"); code != http.StatusForbidden || typ != "unauthorized" {
+		t.Errorf("x509-svid without a bound EAB: %d %s", code, typ)
+	}
+	if code, typ := newOrder(plain, "gold"); code != http.StatusBadRequest || typ != "invalidProfile" {
+		t.Errorf("unknown profile: %d %s", code, typ)
+	}
+
+	bound := newACMEClient(t, r)
+	mac, _ := base64.RawURLEncoding.DecodeString(eab.HMACKey)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: mac},
+		(&jose.SignerOptions{}).WithHeader("kid", eab.KeyID).WithHeader("url", bound.url("new-account")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk, _ := json.Marshal(jose.JSONWebKey{Key: bound.key.Public()})
+	obj, err := signer.Sign(jwk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var binding map[string]any
+	json.Unmarshal([]byte(obj.FullSerialize()), &binding)
+	code, typ, _, h := bound.post(bound.url("new-account"), bound.signed(bound.url("new-account"),
+		map[string]any{"termsOfServiceAgreed": true, "externalAccountBinding": binding}, bound.freshNonce(), true, bound.key))
+	if code != http.StatusCreated {
+		t.Fatalf("new-account with EAB: %d %s", code, typ)
+	}
+	bound.kid = h.Get("Location")
+	bound.profile = "x509-svid"
+	if err := bound.obtain("svid.localhost", ka); err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(bound.lastChain)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://example.org/ingress" || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "svid.localhost" {
+		t.Fatalf("x509-svid certificate: URIs %v, DNS %v", leaf.URIs, leaf.DNSNames)
 	}
 }

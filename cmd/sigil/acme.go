@@ -13,23 +13,32 @@ func acmeCmd() *cobra.Command {
 	var cf clientFlags
 	cf.register(cmd)
 	eab := &cobra.Command{Use: "eab", Short: "External account binding keys"}
-	eab.AddCommand(&cobra.Command{
-		Use:   "create",
+	var spiffeID string
+	create := &cobra.Command{
+		Use:   "create [--spiffe-id ID]",
 		Short: "Make an external account binding key; the HMAC key is shown once (certbot --eab-kid/--eab-hmac-key, lego --eab --kid/--hmac)",
-		Args:  cobra.NoArgs,
+		Long: `Make an external account binding key. With --spiffe-id, accounts created
+with it may order the x509-svid profile: certificates carrying that SPIFFE ID
+as their URI SAN alongside the order's DNS names.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
 			var k server.EABKey
-			if err := c.do(cmd.Context(), "POST", "/v1/acme/eab", nil, &k); err != nil {
+			if err := c.do(cmd.Context(), "POST", "/v1/acme/eab", server.EABRequest{SPIFFEID: spiffeID}, &k); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Key ID    %s\nHMAC key  %s\n", k.KeyID, k.HMACKey)
+			if k.SPIFFEID != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "SPIFFE ID %s\n", k.SPIFFEID)
+			}
 			return nil
 		},
-	})
+	}
+	create.Flags().StringVar(&spiffeID, "spiffe-id", "", "bind the key's accounts to this SPIFFE ID (enables the x509-svid profile)")
+	eab.AddCommand(create)
 	cmd.AddCommand(eab)
 	return cmd
 }
