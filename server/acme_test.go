@@ -5,11 +5,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +22,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/sigil-pki/sigil/acme/challenge/challengetest"
 )
 
 // acmeClient speaks ACME to a running server with one account key, so
@@ -476,5 +480,112 @@ func TestACMESVIDProfile(t *testing.T) {
 	}
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://example.org/ingress" || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "svid.localhost" {
 		t.Fatalf("x509-svid certificate: URIs %v, DNS %v", leaf.URIs, leaf.DNSNames)
+	}
+}
+
+// TestACMEDNS01Wildcard: a wildcard order is offered dns-01 only, which
+// validates against the configured resolver (the test's own DNS server).
+func TestACMEDNS01Wildcard(t *testing.T) {
+	dnsSrv := challengetest.NewDNSServer(t)
+	cfg := testConfig(t, "dev")
+	cfg.ACME.DNSResolver = dnsSrv.Addr()
+	r := startRunningWith(t, cfg)
+	c := newACMEClient(t, r)
+	c.register()
+	pag := func(u string) map[string]any {
+		t.Helper()
+		code, typ, m, _ := c.post(u, c.signed(u, nil, c.freshNonce(), false, c.key))
+		if code != http.StatusOK {
+			t.Fatalf("POST-as-GET %s: %d %s", u, code, typ)
+		}
+		return m
+	}
+	code, typ, o, h := c.post(c.url("new-order"), c.signed(c.url("new-order"), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "*.wild.localhost"}}}, c.freshNonce(), false, c.key))
+	if code != http.StatusCreated {
+		t.Fatalf("new-order: %d %s", code, typ)
+	}
+	orderURL := h.Get("Location")
+	authzURL := o["authorizations"].([]any)[0].(string)
+	az := pag(authzURL)
+	chs := az["challenges"].([]any)
+	if az["wildcard"] != true || len(chs) != 1 || chs[0].(map[string]any)["type"] != "dns-01" {
+		t.Fatalf("wildcard authorization %v", az)
+	}
+	ch := chs[0].(map[string]any)
+	thumb, _ := (&jose.JSONWebKey{Key: c.key.Public()}).Thumbprint(crypto.SHA256)
+	sum := sha256.Sum256([]byte(ch["token"].(string) + "." + base64.RawURLEncoding.EncodeToString(thumb)))
+	dnsSrv.SetTXT("_acme-challenge.wild.localhost", base64.RawURLEncoding.EncodeToString(sum[:]))
+	chURL := ch["url"].(string)
+	if code, typ, _, _ := c.post(chURL, c.signed(chURL, map[string]any{}, c.freshNonce(), false, c.key)); code != http.StatusOK {
+		t.Fatalf("challenge: %d %s", code, typ)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for pag(orderURL)["status"] != "ready" {
+		if time.Now().After(deadline) {
+			t.Fatalf("order never ready: %v", pag(authzURL))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"*.wild.localhost"}}, k)
+	finalize := o["finalize"].(string)
+	code, typ, fin, _ := c.post(finalize, c.signed(finalize, map[string]string{"csr": base64.RawURLEncoding.EncodeToString(der)}, c.freshNonce(), false, c.key))
+	if code != http.StatusOK || fin["status"] != "valid" {
+		t.Fatalf("finalize: %d %s %v", code, typ, fin)
+	}
+}
+
+// TestACMEFiftyParallelOrders: 50 orders at once over 10 accounts all
+// succeed; every certificate verifies against the roots and is on the log.
+func TestACMEFiftyParallelOrders(t *testing.T) {
+	ka := &keyAuths{m: map[string]string{}}
+	responder := httptest.NewServer(ka)
+	defer responder.Close()
+	port, _ := strconv.Atoi(responder.URL[strings.LastIndex(responder.URL, ":")+1:])
+	cfg := testConfig(t, "dev")
+	cfg.ACME.HTTPPort = port
+	cfg.ACME.LoopbackNames = []string{"localhost"}
+	r := startRunningWith(t, cfg)
+	const accounts, orders = 10, 50
+	var wg sync.WaitGroup
+	chains := make([][]byte, orders)
+	for a := range accounts {
+		c := newACMEClient(t, r)
+		c.register()
+		wg.Go(func() {
+			for o := a; o < orders; o += accounts {
+				if err := c.obtain(fmt.Sprintf("p%d.localhost", o), ka); err != nil {
+					t.Error(err)
+					return
+				}
+				chains[o] = c.lastChain
+			}
+		})
+	}
+	wg.Wait()
+	auth, _ := r.Authority()
+	roots := x509.NewCertPool()
+	for _, c := range auth.Roots() {
+		roots.AddCert(c)
+	}
+	l, err := r.transparencyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := checkpointOf(t, r.Server, l).Size
+	for o, chain := range chains {
+		blk, rest := pem.Decode(chain)
+		if blk == nil {
+			t.Fatalf("order %d: no certificate", o)
+		}
+		leaf, _ := x509.ParseCertificate(blk.Bytes)
+		inter := x509.NewCertPool()
+		inter.AppendCertsFromPEM(rest)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: fmt.Sprintf("p%d.localhost", o)}); err != nil {
+			t.Errorf("order %d: %v", o, err)
+		}
+		if findIssuance(t, l, size, leaf.Raw) < 0 {
+			t.Errorf("order %d: certificate not on the log", o)
+		}
 	}
 }

@@ -52,6 +52,7 @@ func devCmd() *cobra.Command {
 		dataDir, hsmMode, trustDomain, httpsAddr, httpAddr, workloadSocket string
 		acmeHTTPPort, acmeTLSPort                                          int
 		acmeEAB                                                            bool
+		acmeDNSResolver                                                    string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR] [--hsm none|softhsm]",
@@ -82,6 +83,7 @@ func devCmd() *cobra.Command {
 			cfg.ACME.HTTPPort, cfg.ACME.TLSPort = acmeHTTPPort, acmeTLSPort
 			cfg.ACME.EABRequired = acmeEAB
 			cfg.ACME.IPRanges = []string{"127.0.0.0/8", "::1/128"}
+			cfg.ACME.DNSResolver = acmeDNSResolver
 			if workloadSocket != "" {
 				if cfg.Listen.WorkloadSocket, err = filepath.Abs(workloadSocket); err != nil {
 					return err
@@ -163,6 +165,7 @@ func devCmd() *cobra.Command {
 	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", "public HTTP listener")
 	fl.StringVar(&workloadSocket, "workload-socket", "", "Workload API socket (default <data-dir>/workload.sock)")
 	fl.IntVar(&acmeHTTPPort, "acme-http-port", 5002, "port the ACME server's http-01 validation dials on loopback (certbot --http-01-port, lego --http.port)")
+	fl.StringVar(&acmeDNSResolver, "acme-dns-resolver", "", "host:port of the DNS server dns-01 validation asks (default: the system's resolver)")
 	fl.BoolVar(&acmeEAB, "acme-eab", false, "require ACME accounts to present an external account binding ('sigil acme eab create')")
 	fl.IntVar(&acmeTLSPort, "acme-tls-port", 5001, "port the ACME server's tls-alpn-01 validation dials on loopback (lego --tls.port)")
 	return cmd
