@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,14 +110,7 @@ func (c *acmeClient) nonceOrFresh() string {
 // certificate recorded in SQLite and logged. The client is this
 // package's own minimal ACME client, polling every 20 ms.
 func BenchmarkACMEOrders(b *testing.B) {
-	ka := &keyAuths{m: map[string]string{}}
-	responder := httptest.NewServer(ka)
-	defer responder.Close()
-	port, _ := strconv.Atoi(responder.URL[strings.LastIndex(responder.URL, ":")+1:])
-	cfg := testConfig(b, "dev")
-	cfg.ACME.HTTPPort = port
-	cfg.ACME.LoopbackNames = []string{"localhost"}
-	r := startRunningWith(b, cfg)
+	r, ka := startACME(b, nil)
 	const accounts = 16
 	clients := make([]*acmeClient, accounts)
 	for i := range clients {

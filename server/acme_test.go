@@ -24,6 +24,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/sigil-pki/sigil/acme/challenge/challengetest"
+	"github.com/sigil-pki/sigil/config"
 )
 
 // acmeClient speaks ACME to a running server with one account key, so
@@ -258,73 +259,13 @@ func TestACMEExternalAccountRequired(t *testing.T) {
 // life, and at once after a revocation; key-change moves the account to a
 // new key.
 func TestACMEKeyChangeAndRenewalInfo(t *testing.T) {
-	tokens := map[string]string{}
-	var mu sync.Mutex
-	responder := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		io.WriteString(w, tokens[strings.TrimPrefix(r.URL.Path, "/.well-known/acme-challenge/")])
-	}))
-	defer responder.Close()
-	port, _ := strconv.Atoi(responder.URL[strings.LastIndex(responder.URL, ":")+1:])
-	cfg := testConfig(t, "dev")
-	cfg.ACME.HTTPPort = port
-	cfg.ACME.LoopbackNames = []string{"localhost"}
-	r := startRunningWith(t, cfg)
+	r, ka := startACME(t, nil)
 	c := newACMEClient(t, r)
 	c.register()
-	pag := func(u string) map[string]any {
-		t.Helper()
-		code, typ, m, _ := c.post(u, c.signed(u, nil, c.freshNonce(), false, c.key))
-		if code != http.StatusOK {
-			t.Fatalf("POST-as-GET %s: %d %s", u, code, typ)
-		}
-		return m
-	}
-	_, _, o, h := c.post(c.url("new-order"), c.signed(c.url("new-order"), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "ari.localhost"}}}, c.freshNonce(), false, c.key))
-	orderURL := h.Get("Location")
-	authzURL := o["authorizations"].([]any)[0].(string)
-	var chURL, token string
-	for _, ch := range pag(authzURL)["challenges"].([]any) {
-		if m := ch.(map[string]any); m["type"] == "http-01" {
-			chURL, token = m["url"].(string), m["token"].(string)
-		}
-	}
-	jwk := jose.JSONWebKey{Key: c.key.Public()}
-	thumb, _ := jwk.Thumbprint(crypto.SHA256)
-	mu.Lock()
-	tokens[token] = token + "." + base64.RawURLEncoding.EncodeToString(thumb)
-	mu.Unlock()
-	if code, typ, _, _ := c.post(chURL, c.signed(chURL, map[string]any{}, c.freshNonce(), false, c.key)); code != http.StatusOK {
-		t.Fatalf("challenge: %d %s", code, typ)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for pag(orderURL)["status"] != "ready" {
-		if time.Now().After(deadline) {
-			t.Fatalf("order never ready: %v / %v", pag(orderURL), pag(authzURL))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"ari.localhost"}}, k)
-	finalize := o["finalize"].(string)
-	code, typ, fin, _ := c.post(finalize, c.signed(finalize, map[string]string{"csr": base64.RawURLEncoding.EncodeToString(der)}, c.freshNonce(), false, c.key))
-	if code != http.StatusOK || fin["status"] != "valid" {
-		t.Fatalf("finalize: %d %s %v", code, typ, fin)
-	}
-	certURL := fin["certificate"].(string)
-	req, _ := http.NewRequest(http.MethodPost, certURL, strings.NewReader(string(c.signed(certURL, nil, c.freshNonce(), false, c.key))))
-	req.Header.Set("Content-Type", "application/jose+json")
-	resp, err := c.http.Do(req)
-	if err != nil {
+	if err := c.obtain("ari.localhost", ka); err != nil {
 		t.Fatal(err)
 	}
-	chainPEM, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.Header.Get("Content-Type") != "application/pem-certificate-chain" {
-		t.Fatalf("certificate Content-Type %q", resp.Header.Get("Content-Type"))
-	}
-	blk, _ := pem.Decode(chainPEM)
+	blk, _ := pem.Decode(c.lastChain)
 	leaf, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +305,7 @@ func TestACMEKeyChangeAndRenewalInfo(t *testing.T) {
 	if code, typ, _, _ := c.post(c.url("new-account"), c.signed(c.url("new-account"), map[string]any{"onlyReturnExisting": true}, c.freshNonce(), true, c.key)); code != http.StatusBadRequest || typ != "accountDoesNotExist" {
 		t.Errorf("old key after key-change: %d %s", code, typ)
 	}
-	code, _, _, h = c.post(c.url("new-account"), c.signed(c.url("new-account"), map[string]any{"onlyReturnExisting": true}, c.freshNonce(), true, newKey))
+	code, _, _, h := c.post(c.url("new-account"), c.signed(c.url("new-account"), map[string]any{"onlyReturnExisting": true}, c.freshNonce(), true, newKey))
 	if code != http.StatusOK || h.Get("Location") != c.kid {
 		t.Errorf("new key after key-change: %d %s, want the account %s", code, h.Get("Location"), c.kid)
 	}
@@ -420,14 +361,7 @@ func TestACMERateLimits(t *testing.T) {
 // that ID beside its DNS name; other accounts and unknown profiles are
 // refused.
 func TestACMESVIDProfile(t *testing.T) {
-	ka := &keyAuths{m: map[string]string{}}
-	responder := httptest.NewServer(ka)
-	defer responder.Close()
-	port, _ := strconv.Atoi(responder.URL[strings.LastIndex(responder.URL, ":")+1:])
-	cfg := testConfig(t, "dev")
-	cfg.ACME.HTTPPort = port
-	cfg.ACME.LoopbackNames = []string{"localhost"}
-	r := startRunningWith(t, cfg)
+	r, ka := startACME(t, nil)
 	code, body := call(t, r.admin, "POST", r.adminURL+"/v1/acme/eab", `{"spiffe_id":"spiffe://example.org/ingress"}`)
 	if code != http.StatusOK {
 		t.Fatalf("eab: %d %s", code, body)
@@ -538,14 +472,7 @@ func TestACMEDNS01Wildcard(t *testing.T) {
 // TestACMEFiftyParallelOrders: 50 orders at once over 10 accounts all
 // succeed; every certificate verifies against the roots and is on the log.
 func TestACMEFiftyParallelOrders(t *testing.T) {
-	ka := &keyAuths{m: map[string]string{}}
-	responder := httptest.NewServer(ka)
-	defer responder.Close()
-	port, _ := strconv.Atoi(responder.URL[strings.LastIndex(responder.URL, ":")+1:])
-	cfg := testConfig(t, "dev")
-	cfg.ACME.HTTPPort = port
-	cfg.ACME.LoopbackNames = []string{"localhost"}
-	r := startRunningWith(t, cfg)
+	r, ka := startACME(t, nil)
 	const accounts, orders = 10, 50
 	var wg sync.WaitGroup
 	chains := make([][]byte, orders)
@@ -588,4 +515,22 @@ func TestACMEFiftyParallelOrders(t *testing.T) {
 			t.Errorf("order %d: certificate not on the log", o)
 		}
 	}
+}
+
+// startACME runs a server whose http-01 validation reaches the returned
+// in-memory responder, with names under localhost on loopback; adjust
+// may change the configuration first.
+func startACME(tb testing.TB, adjust func(*config.Config)) (*runningServer, *keyAuths) {
+	tb.Helper()
+	ka := &keyAuths{m: map[string]string{}}
+	responder := httptest.NewServer(ka)
+	tb.Cleanup(responder.Close)
+	port, _ := strconv.Atoi(responder.URL[strings.LastIndex(responder.URL, ":")+1:])
+	cfg := testConfig(tb, "dev")
+	cfg.ACME.HTTPPort = port
+	cfg.ACME.LoopbackNames = []string{"localhost"}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	return startRunningWith(tb, cfg), ka
 }
