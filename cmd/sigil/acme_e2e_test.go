@@ -3,6 +3,8 @@ package main
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sigil-pki/sigil/acme/challenge/challengetest"
 )
 
 // portOf returns the port of a free loopback address.
@@ -197,4 +201,45 @@ func regexpField(t *testing.T, out, label string) string {
 	}
 	t.Fatalf("no %q in %q", label, out)
 	return ""
+}
+
+// TestLegoDNS01: lego's dns-01 with its exec provider, whose script puts
+// the TXT record into a DNS server this test runs on loopback; Sigil's
+// validation asks that server (sigil dev --acme-dns-resolver). A wildcard
+// name needs dns-01.
+func TestLegoDNS01(t *testing.T) {
+	lego := need(t, "lego", "lego")
+	curl := need(t, "curl", "curl")
+	dnsSrv := challengetest.NewDNSServer(t)
+	control := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fqdn := strings.TrimSuffix(r.URL.Query().Get("fqdn"), ".")
+		switch r.URL.Path {
+		case "/present":
+			dnsSrv.AddTXT(fqdn, r.URL.Query().Get("value"))
+		case "/cleanup":
+			dnsSrv.RemoveTXT(fqdn, r.URL.Query().Get("value"))
+		}
+	}))
+	defer control.Close()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "dns.sh")
+	body := "#!/bin/sh\nexec " + curl + " -sf --get --data-urlencode \"fqdn=$2\" --data-urlencode \"value=$3\" " + control.URL + "/$1\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, info := startDev(t, dir, "--acme-dns-resolver", dnsSrv.Addr())
+	env := []string{"LEGO_CA_CERTIFICATES=" + info.RootCA, "EXEC_PATH=" + script, "EXEC_PROPAGATION_TIMEOUT=10", "EXEC_POLLING_INTERVAL=1",
+		"EXEC_SEQUENCE_INTERVAL=1"} // the wildcard and the name share one TXT name: lego solves them in turn
+	path := filepath.Join(dir, "lego")
+	out, err := runTool(t, env, lego, "--server", info.ACMEDirectory, "--accept-tos", "--email", "ops@example.com", "--path", path,
+		"--dns", "exec", "--dns.disable-cp", "--dns.resolvers", dnsSrv.Addr(), "--domains", "*.dns.localhost", "--domains", "dns.localhost", "run")
+	if err != nil {
+		t.Fatalf("lego run with dns-01: %v\n%s", err, out)
+	}
+	leaf := readLeaf(t, filepath.Join(path, "certificates", "_.dns.localhost.crt"))
+	names := slices.Clone(leaf.DNSNames)
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"*.dns.localhost", "dns.localhost"}) {
+		t.Fatalf("certificate for %v", leaf.DNSNames)
+	}
 }
