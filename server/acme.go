@@ -28,20 +28,12 @@ import (
 // newACME builds the ACME server over this server's CA.
 func (s *Server) newACME() error {
 	a := s.cfg.ACME
-	loopback := a.LoopbackNames
 	v, err := challenge.New(challenge.Config{
-		HTTPPort: a.HTTPPort,
-		TLSPort:  a.TLSPort,
-		Resolver: a.DNSResolver,
-		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
-			for _, suffix := range loopback {
-				if host == suffix || strings.HasSuffix(host, "."+suffix) {
-					return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
-				}
-			}
-			return nil, nil
-		},
-		AllowLoopback: len(loopback) > 0,
+		HTTPPort:      a.HTTPPort,
+		TLSPort:       a.TLSPort,
+		Resolver:      a.DNSResolver,
+		LookupIP:      loopbackLookup(a.LoopbackNames, a.DNSResolver),
+		AllowLoopback: len(a.LoopbackNames) > 0,
 	})
 	if err != nil {
 		return fmt.Errorf("acme: %w", err)
@@ -69,6 +61,31 @@ func (s *Server) newACME() error {
 		Logger:              s.log,
 	})
 	return nil
+}
+
+// loopbackLookup resolves names under the loopback suffixes (development)
+// to 127.0.0.1 and every other name as the validator would: through
+// resolver when set, the system's resolver otherwise. With no suffixes it
+// is nil, and the validator resolves on its own.
+func loopbackLookup(suffixes []string, resolver string) func(context.Context, string) ([]netip.Addr, error) {
+	if len(suffixes) == 0 {
+		return nil
+	}
+	r := net.DefaultResolver
+	if resolver != "" {
+		r = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, resolver)
+		}}
+	}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		for _, suffix := range suffixes {
+			if host == suffix || strings.HasSuffix(host, "."+suffix) {
+				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+			}
+		}
+		return r.LookupNetIP(ctx, "ip", host)
+	}
 }
 
 // acmeIssuer issues, finds and revokes ACME certificates through the CA,

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -533,4 +534,22 @@ func startACME(tb testing.TB, adjust func(*config.Config)) (*runningServer, *key
 		adjust(&cfg)
 	}
 	return startRunningWith(tb, cfg), ka
+}
+
+// TestLoopbackLookup: without loopback suffixes the validator resolves on
+// its own (no hook); with them, other names still resolve through the
+// configured DNS server.
+func TestLoopbackLookup(t *testing.T) {
+	if loopbackLookup(nil, "") != nil {
+		t.Fatal("a lookup hook without loopback suffixes would replace real resolution")
+	}
+	dnsSrv := challengetest.NewDNSServer(t)
+	dnsSrv.SetAddrs("www.example.test", netip.MustParseAddr("192.0.2.7"))
+	lookup := loopbackLookup([]string{"localhost"}, dnsSrv.Addr())
+	if got, err := lookup(t.Context(), "a.localhost"); err != nil || len(got) != 1 || got[0] != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("a.localhost = %v, %v", got, err)
+	}
+	if got, err := lookup(t.Context(), "www.example.test"); err != nil || len(got) != 1 || got[0] != netip.MustParseAddr("192.0.2.7") {
+		t.Errorf("www.example.test = %v, %v; want the DNS server's answer", got, err)
+	}
 }
