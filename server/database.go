@@ -165,26 +165,26 @@ func (s *Server) databaseRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/database/config/{name}", s.dbAdmin(s.handleDBConfigWrite))
 	mux.Handle("PUT /v1/database/config/{name}", s.dbAdmin(s.handleDBConfigWrite))
 	mux.Handle("GET /v1/database/config/{name}", s.dbAdmin(dbRead(s, s.db.Connection, func(c database.Connection) any { return c.Redacted() })))
-	mux.Handle("DELETE /v1/database/config/{name}", s.dbAdmin(s.handleDBConfigDelete))
-	mux.Handle("GET /v1/database/config", s.dbAdmin(s.handleDBConfigList))
-	mux.Handle("POST /v1/database/rotate-root/{name}", s.dbAdmin(s.handleDBRotateRoot))
+	mux.Handle("DELETE /v1/database/config/{name}", s.dbAdmin(dbAct(s, s.db.DeleteConnection)))
+	mux.Handle("GET /v1/database/config", s.dbAdmin(dbKeys(s, s.db.Connections)))
+	mux.Handle("POST /v1/database/rotate-root/{name}", s.dbAdmin(dbAct(s, func(ctx context.Context, name string) error { return s.db.RotateRoot(ctx, Caller(ctx), name) })))
 	writeRole := dbWrite(s, func(ctx context.Context, name string, role database.Role) error {
 		return s.db.WriteRole(ctx, name, role)
 	})
 	mux.Handle("POST /v1/database/roles/{name}", s.dbAdmin(writeRole))
 	mux.Handle("PUT /v1/database/roles/{name}", s.dbAdmin(writeRole))
 	mux.Handle("GET /v1/database/roles/{name}", s.dbAdmin(dbRead(s, s.db.Role, func(r database.Role) any { return r })))
-	mux.Handle("DELETE /v1/database/roles/{name}", s.dbAdmin(s.handleDBRoleDelete("dynamic")))
-	mux.Handle("GET /v1/database/roles", s.dbAdmin(s.handleDBRoleList("dynamic")))
+	mux.Handle("DELETE /v1/database/roles/{name}", s.dbAdmin(dbAct(s, func(ctx context.Context, name string) error { return s.db.DeleteRole(ctx, name, "dynamic") })))
+	mux.Handle("GET /v1/database/roles", s.dbAdmin(dbKeys(s, func(ctx context.Context) ([]string, error) { return s.db.Roles(ctx, "dynamic") })))
 	writeStatic := dbWrite(s, func(ctx context.Context, name string, role database.StaticRole) error {
 		return s.db.WriteStaticRole(ctx, Caller(ctx), name, role)
 	})
 	mux.Handle("POST /v1/database/static-roles/{name}", s.dbAdmin(writeStatic))
 	mux.Handle("PUT /v1/database/static-roles/{name}", s.dbAdmin(writeStatic))
 	mux.Handle("GET /v1/database/static-roles/{name}", s.dbAdmin(dbRead(s, s.db.StaticRole, func(r database.StaticRole) any { return r })))
-	mux.Handle("DELETE /v1/database/static-roles/{name}", s.dbAdmin(s.handleDBRoleDelete("static")))
-	mux.Handle("GET /v1/database/static-roles", s.dbAdmin(s.handleDBRoleList("static")))
-	mux.Handle("POST /v1/database/rotate-role/{name}", s.dbAdmin(s.handleDBRotateRole))
+	mux.Handle("DELETE /v1/database/static-roles/{name}", s.dbAdmin(dbAct(s, func(ctx context.Context, name string) error { return s.db.DeleteRole(ctx, name, "static") })))
+	mux.Handle("GET /v1/database/static-roles", s.dbAdmin(dbKeys(s, func(ctx context.Context) ([]string, error) { return s.db.Roles(ctx, "static") })))
+	mux.Handle("POST /v1/database/rotate-role/{name}", s.dbAdmin(dbAct(s, func(ctx context.Context, name string) error { return s.db.RotateStatic(ctx, Caller(ctx), name) })))
 	mux.Handle("PUT /v1/sys/leases/revoke-prefix/{prefix...}", s.dbAdmin(s.handleRevokePrefix))
 	mux.Handle("GET /v1/sys/leases/lookup/{prefix...}", s.dbAdmin(s.handleLeaseList))
 	mux.Handle("GET /v1/sys/leases/lookup", s.dbAdmin(s.handleLeaseList))
@@ -241,6 +241,29 @@ func dbRead[T any](s *Server, get func(context.Context, string) (T, error), show
 	}
 }
 
+// dbAct makes a handler that applies act to {name} and answers 204.
+func dbAct(s *Server, act func(context.Context, string) error) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := act(r.Context(), r.PathValue("name")); err != nil {
+			s.writeDBError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// dbKeys makes a handler that lists names in Vault's {"keys": [...]}.
+func dbKeys(s *Server, list func(context.Context) ([]string, error)) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		names, err := list(r.Context())
+		if err != nil {
+			s.writeDBError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, vaultData(map[string]any{"keys": names}))
+	}
+}
+
 // dbWrite makes a handler that decodes a T from the body and stores it
 // under {name} with put.
 func dbWrite[T any](s *Server, put func(context.Context, string, T) error) func(http.ResponseWriter, *http.Request) {
@@ -255,60 +278,6 @@ func dbWrite[T any](s *Server, put func(context.Context, string, T) error) func(
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}
-}
-
-func (s *Server) handleDBConfigDelete(w http.ResponseWriter, r *http.Request) {
-	if err := s.db.DeleteConnection(r.Context(), r.PathValue("name")); err != nil {
-		s.writeDBError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) handleDBConfigList(w http.ResponseWriter, r *http.Request) {
-	names, err := s.db.Connections(r.Context())
-	if err != nil {
-		s.writeDBError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, vaultData(map[string]any{"keys": names}))
-}
-
-func (s *Server) handleDBRotateRoot(w http.ResponseWriter, r *http.Request) {
-	if err := s.db.RotateRoot(r.Context(), Caller(r.Context()), r.PathValue("name")); err != nil {
-		s.writeDBError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) handleDBRoleDelete(kind string) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := s.db.DeleteRole(r.Context(), r.PathValue("name"), kind); err != nil {
-			s.writeDBError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-func (s *Server) handleDBRoleList(kind string) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, r *http.Request) {
-		names, err := s.db.Roles(r.Context(), kind)
-		if err != nil {
-			s.writeDBError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, vaultData(map[string]any{"keys": names}))
-	}
-}
-
-func (s *Server) handleDBRotateRole(w http.ResponseWriter, r *http.Request) {
-	if err := s.db.RotateStatic(r.Context(), Caller(r.Context()), r.PathValue("name")); err != nil {
-		s.writeDBError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) handleDBCreds(w http.ResponseWriter, r *http.Request) {

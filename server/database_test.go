@@ -460,14 +460,7 @@ func TestExpiryRetriedWhileDatabaseDown(t *testing.T) {
 // revokes the lease on time.
 func TestLeaseManagerTakeover(t *testing.T) {
 	mysqlDSN := testMySQLDSN(t)
-	dsn := storagetest.PostgresDSN(t)
-	cfgA := testConfig(t, "dev")
-	cfgA.Storage.Type, cfgA.Storage.Postgres.DSN = "postgres", dsn
-	a := startRunningWith(t, cfgA)
-	cfgB := testConfig(t, "dev")
-	cfgB.Storage = cfgA.Storage
-	cfgB.Seal.Dev.KeyFile = cfgA.Seal.Dev.KeyFile
-	b := startRunningWith(t, cfgB)
+	a, b := startTwoNodes(t)
 	// Whichever node holds the lock now, stop A; if B held it, nothing
 	// changes, if A held it, B must take over.
 	a.adminCall(t, "POST", "/v1/database/config/my", fmt.Sprintf(`{"plugin_name":"mysql","connection_url":%q,"allowed_roles":["*"]}`, mysqlDSN), http.StatusNoContent)

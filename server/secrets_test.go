@@ -590,14 +590,7 @@ rules:
 // a certificate revoked through one is refused by the other within a
 // second, on a connection that was already open.
 func TestRevocationReachesOtherNode(t *testing.T) {
-	dsn := storagetest.PostgresDSN(t)
-	cfgA := testConfig(t, "dev")
-	cfgA.Storage.Type, cfgA.Storage.Postgres.DSN = "postgres", dsn
-	a := startRunningWith(t, cfgA)
-	cfgB := testConfig(t, "dev")
-	cfgB.Storage = cfgA.Storage
-	cfgB.Seal.Dev.KeyFile = cfgA.Seal.Dev.KeyFile
-	b := startRunningWith(t, cfgB)
+	a, b := startTwoNodes(t)
 	a.putPolicy(t, "all", `
 rules:
   - spiffe_id: spiffe://example.org/app
@@ -636,4 +629,17 @@ rules:
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// startTwoNodes runs two servers on one PostgreSQL database sharing the
+// dev seal's key; the first initialises it.
+func startTwoNodes(t *testing.T) (*runningServer, *runningServer) {
+	t.Helper()
+	cfgA := testConfig(t, "dev")
+	cfgA.Storage.Type, cfgA.Storage.Postgres.DSN = "postgres", storagetest.PostgresDSN(t)
+	a := startRunningWith(t, cfgA)
+	cfgB := testConfig(t, "dev")
+	cfgB.Storage = cfgA.Storage
+	cfgB.Seal.Dev.KeyFile = cfgA.Seal.Dev.KeyFile
+	return a, startRunningWith(t, cfgB)
 }

@@ -312,8 +312,8 @@ func readAdminPassword(stdin io.Reader, file string, fromStdin bool) (pw string,
 	return string(b), true, nil
 }
 
-// pwPlaceholder stands for {{password}} while a URL is inspected.
-const pwPlaceholder = "SIGILPASSWORDPLACEHOLDER"
+// pwSentinel stands in for {{password}} while a URL is inspected.
+const pwSentinel = "SIGILPASSWORDSENTINEL"
 
 var kvPassword = regexp.MustCompile(`(?:^|\s)password\s*=\s*('[^']*'|\S*)`)
 
@@ -321,8 +321,8 @@ var kvPassword = regexp.MustCompile(`(?:^|\s)password\s*=\s*('[^']*'|\S*)`)
 // written into it rather than {{password}}: in a URL's user information,
 // in a go-sql-driver DSN's user:password@, or in a key=value password=.
 func inlinePassword(u string) bool {
-	s := strings.NewReplacer("{{username}}", "user", "{{password}}", pwPlaceholder).Replace(u)
-	literal := func(pw string) bool { return pw != "" && pw != pwPlaceholder && pw != "'"+pwPlaceholder+"'" }
+	s := strings.NewReplacer("{{username}}", "user", "{{password}}", pwSentinel).Replace(u)
+	literal := func(pw string) bool { return pw != "" && pw != pwSentinel && pw != "'"+pwSentinel+"'" }
 	switch {
 	case strings.Contains(s, "://"):
 		p, err := url.Parse(s)
