@@ -50,6 +50,9 @@ type order struct {
 	Error       *Problem  `json:"error,omitempty"`
 	CertSerial  string    `json:"certSerial,omitempty"`
 	Profile     string    `json:"profile,omitempty"`
+	// Replaces is the RFC 9773 identifier of the certificate this order
+	// renews.
+	Replaces string `json:"replaces,omitempty"`
 }
 
 // authz is a stored authorization with its challenges.

@@ -40,8 +40,11 @@ const (
 	validAuthTTL   = 30 * 24 * time.Hour
 	// DefaultCertTTL is the certificate lifetime when Config names none.
 	DefaultCertTTL = 24 * time.Hour
-	maxBody        = 64 << 10
-	maxIdentifiers = 100
+	// DefaultValidationWait is how long a challenge request waits for
+	// its validation when Config names no wait.
+	DefaultValidationWait = 2 * time.Second
+	maxBody               = 64 << 10
+	maxIdentifiers        = 100
 )
 
 // Store is the storage the server needs (storage.DB implements it).
@@ -97,7 +100,12 @@ type Config struct {
 	// CertTTL is the certificates' lifetime. Default DefaultCertTTL.
 	CertTTL time.Duration
 	// Workers bounds concurrent challenge validations. Default 8.
-	Workers        int
+	Workers int
+	// ValidationWait is how long a challenge request waits for its
+	// validation (which runs on a worker) before answering "processing"
+	// with Retry-After; a quick validation is answered with its outcome
+	// at once, so clients need not poll. Default 2 s; negative: no wait.
+	ValidationWait time.Duration
 	TermsOfService string
 	Website        string
 	// OrdersPerAccount and OrdersPerIdentifier cap new orders per hour
@@ -137,6 +145,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
+	}
+	if cfg.ValidationWait == 0 {
+		cfg.ValidationWait = DefaultValidationWait
 	}
 	s := &Server{cfg: cfg, now: cfg.Clock, log: cfg.Logger, jobs: make(chan func(), 1024), done: make(chan struct{}),
 		perAccount: newLimiter(cfg.OrdersPerAccount, time.Hour), perIdentifier: newLimiter(cfg.OrdersPerIdentifier, time.Hour),
@@ -568,6 +579,9 @@ func (s *Server) orderJSON(id string, o order) map[string]any {
 	if o.Profile != "" {
 		m["profile"] = o.Profile
 	}
+	if o.Replaces != "" {
+		m["replaces"] = o.Replaces
+	}
 	var authzs []string
 	for _, a := range o.Authzs {
 		authzs = append(authzs, s.url("authz/"+a))
@@ -588,6 +602,7 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 		NotBefore   string `json:"notBefore"`
 		NotAfter    string `json:"notAfter"`
 		Profile     string `json:"profile"`
+		Replaces    string `json:"replaces"`
 	}
 	if err := req.Decode(&in); err != nil {
 		return err
@@ -641,6 +656,11 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 	default:
 		return problem(http.StatusBadRequest, "invalidProfile", "no profile %q; this server offers %s and %s", in.Profile, profileTLSServer, profileSVID)
 	}
+	if in.Replaces != "" {
+		if err := s.checkReplaces(ctx, acct.ID, in.Replaces, ids); err != nil {
+			return err
+		}
+	}
 	now := s.now().UTC()
 	if ok, wait := s.perAccount.take(acct.ID, now); !ok {
 		retryAfter(w, wait)
@@ -654,7 +674,7 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 			return p
 		}
 	}
-	o := order{AccountID: acct.ID, Status: statusPending, Identifiers: ids, Expires: now.Add(orderTTL), Profile: in.Profile}
+	o := order{AccountID: acct.ID, Status: statusPending, Identifiers: ids, Expires: now.Add(orderTTL), Profile: in.Profile, Replaces: in.Replaces}
 	for _, id := range ids {
 		azID, err := s.authzFor(ctx, acct.ID, id, now)
 		if err != nil {
@@ -672,6 +692,28 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 	}
 	w.Header().Set("Location", s.url("order/"+id))
 	return s.reply(w, r, http.StatusCreated, s.orderJSON(id, o))
+}
+
+// checkReplaces checks a new order's "replaces" (RFC 9773 §5): the
+// certificate exists, the account may act on it, and it shares an
+// identifier with the order.
+func (s *Server) checkReplaces(ctx context.Context, accountID, certID string, ids []ID) error {
+	old, err := s.certByARIID(ctx, certID)
+	if err != nil {
+		if p, ok := asProblem(err); ok && p.Status == http.StatusNotFound {
+			return malformed("replaces names no certificate of this server")
+		}
+		return err
+	}
+	if err := s.authorizedFor(ctx, accountID, old); err != nil {
+		return unauthorized("replaces names a certificate this account holds no authorizations for")
+	}
+	for _, id := range certIDs(old) {
+		if slices.ContainsFunc(ids, func(o ID) bool { return o.key() == id.key() }) {
+			return nil
+		}
+	}
+	return malformed("replaces names a certificate that shares no identifier with the order")
 }
 
 // authzFor reuses the account's valid authorization for id or makes a
@@ -890,13 +932,31 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *jw
 		}
 		return err
 	}
-	job := func() { s.validate(azID, idx, keyAuth) }
+	done := make(chan struct{})
+	job := func() {
+		defer close(done)
+		s.validate(azID, idx, keyAuth)
+	}
 	select {
 	case s.jobs <- job:
 	default:
 		go job() // the queue is full: do not lose the validation
 	}
-	w.Header().Set("Retry-After", "1")
+	if s.cfg.ValidationWait > 0 {
+		t := time.NewTimer(s.cfg.ValidationWait)
+		select {
+		case <-done:
+			if _, now, err := s.loadAuthz(r.Context(), azID); err == nil {
+				*c = now.Challenges[idx]
+			}
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+		t.Stop()
+	}
+	if c.Status == statusProcessing {
+		w.Header().Set("Retry-After", "1")
+	}
 	return s.reply(w, r, http.StatusOK, s.challengeJSON(azID, idx, *c))
 }
 
@@ -1167,14 +1227,28 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, req *jws.R
 	return nil
 }
 
-// authorizedFor checks that the account holds valid authorizations for
-// every name of cert (RFC 8555 §7.6).
-func (s *Server) authorizedFor(ctx context.Context, accountID string, cert *x509.Certificate) error {
-	if len(cert.DNSNames) == 0 {
-		return unauthorized("the account cannot revoke this certificate")
-	}
+// certIDs returns the identifiers a certificate names.
+func certIDs(cert *x509.Certificate) []ID {
+	var ids []ID
 	for _, n := range cert.DNSNames {
-		docs, err := s.cfg.Store.FindACMEAuthzs(ctx, accountID, ID{Type: "dns", Value: n}.key(), s.now())
+		ids = append(ids, ID{Type: "dns", Value: n})
+	}
+	for _, ip := range cert.IPAddresses {
+		ids = append(ids, ID{Type: "ip", Value: ip.String()})
+	}
+	return ids
+}
+
+// authorizedFor checks that the account holds valid authorizations for
+// every identifier of cert (RFC 8555 §7.6).
+func (s *Server) authorizedFor(ctx context.Context, accountID string, cert *x509.Certificate) error {
+	ids := certIDs(cert)
+	if len(ids) == 0 {
+		return unauthorized("the account cannot act on this certificate")
+	}
+	for _, id := range ids {
+		n := id.Value
+		docs, err := s.cfg.Store.FindACMEAuthzs(ctx, accountID, id.key(), s.now())
 		if err != nil {
 			return err
 		}
@@ -1234,6 +1308,21 @@ func (s *Server) handleKeyChange(w http.ResponseWriter, r *http.Request, req *jw
 	return s.reply(w, r, http.StatusOK, s.accountJSON(acct.ID, a))
 }
 
+// certByARIID finds the certificate an RFC 9773 certificate identifier,
+// base64url(AKI).base64url(serial), names.
+func (s *Server) certByARIID(ctx context.Context, id string) (*x509.Certificate, error) {
+	aki, serialB64, ok := strings.Cut(id, ".")
+	serial, err := base64.RawURLEncoding.DecodeString(serialB64)
+	if _, kerr := base64.RawURLEncoding.DecodeString(aki); !ok || err != nil || kerr != nil || len(serial) == 0 {
+		return nil, malformed("a certificate identifier is base64url(AKI).base64url(serial)")
+	}
+	leaf, _, err := s.cfg.Issuer.Certificate(ctx, fmt.Sprintf("%x", new(big.Int).SetBytes(serial)))
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && base64.RawURLEncoding.EncodeToString(leaf.AuthorityKeyId) != aki) {
+		return nil, notFound("certificate")
+	}
+	return leaf, err
+}
+
 // renewalRetry is the Retry-After of renewal information.
 const renewalRetry = 6 * time.Hour
 
@@ -1241,23 +1330,9 @@ const renewalRetry = 6 * time.Hour
 // the certificate named by <base64url AKI>.<base64url serial>: the last
 // third of its life, or now if it was revoked.
 func (s *Server) handleRenewalInfo(w http.ResponseWriter, r *http.Request) {
-	aki, serialB64, ok := strings.Cut(r.PathValue("id"), ".")
-	serial, err := base64.RawURLEncoding.DecodeString(serialB64)
-	if _, kerr := base64.RawURLEncoding.DecodeString(aki); !ok || err != nil || kerr != nil || len(serial) == 0 {
-		s.fail(w, r, malformed("a renewal-info ID is base64url(AKI).base64url(serial)"))
-		return
-	}
-	leaf, _, err := s.cfg.Issuer.Certificate(r.Context(), fmt.Sprintf("%x", new(big.Int).SetBytes(serial)))
-	if errors.Is(err, storage.ErrNotFound) {
-		s.fail(w, r, notFound("certificate"))
-		return
-	}
+	leaf, err := s.certByARIID(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.failErr(w, r, err)
-		return
-	}
-	if base64.RawURLEncoding.EncodeToString(leaf.AuthorityKeyId) != aki {
-		s.fail(w, r, notFound("certificate"))
 		return
 	}
 	life := leaf.NotAfter.Sub(leaf.NotBefore)

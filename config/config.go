@@ -49,6 +49,11 @@ type ACME struct {
 	HTTPPort int `yaml:"http_port"`
 	// TLSPort is the port tls-alpn-01 validation connects to. Default 443.
 	TLSPort int `yaml:"tls_port"`
+	// ValidationWait is how long a challenge request waits for its
+	// validation before answering "processing" with Retry-After, above 0
+	// and at most 30s; a validation that finishes in time is answered with
+	// its outcome, so clients need not poll. Default 2s.
+	ValidationWait Duration `yaml:"validation_wait"`
 	// DNSResolver is the host:port of the DNS server dns-01 (and the
 	// address lookups of the other challenges) asks. Default "": the
 	// system's resolver.

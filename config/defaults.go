@@ -12,39 +12,40 @@ import (
 // Documented defaults. Derived ones (paths under DataDir, URLs from the
 // listen addresses, server names) are computed in ApplyDefaults.
 const (
-	defaultDataDir           = "/var/lib/sigil"
-	defaultLogLevel          = "info"
-	defaultLogFormat         = "text"
-	defaultHTTPS             = "127.0.0.1:8443"
-	defaultHTTP              = "127.0.0.1:8080"
-	defaultStorageType       = "sqlite"
-	defaultSQLiteFile        = "sigil.db"
-	defaultMaxConns          = 10
-	defaultSealType          = "shamir"
-	defaultShares            = 5
-	defaultThreshold         = 3
-	defaultSealKeyLabel      = "sigil-seal"
-	defaultDevSealFile       = "dev-seal.key"
-	defaultRootKeyLabel      = "sigil-root"
-	defaultKeyType           = "ec-p256"
-	defaultRootCN            = "Sigil Root CA"
-	defaultRootTTL           = Duration(87600 * time.Hour)
-	defaultIntermediateCN    = "Sigil Intermediate CA"
-	defaultIntermediateTTL   = Duration(2160 * time.Hour)
-	defaultRotateBefore      = Duration(720 * time.Hour)
-	defaultLeafTTL           = Duration(time.Hour)
-	defaultLeafMaxTTL        = Duration(24 * time.Hour)
-	defaultCRLValidity       = Duration(24 * time.Hour)
-	defaultCRLRefresh        = Duration(time.Hour)
-	defaultOCSPValidity      = Duration(24 * time.Hour)
-	defaultOCSPRefreshBefore = Duration(12 * time.Hour)
-	defaultJWTRotateEvery    = Duration(24 * time.Hour)
-	defaultJWTPrepareLead    = Duration(10 * time.Minute)
-	defaultRotateAt          = 0.5
-	defaultMaxVersions       = 10
-	defaultACMECertTTL       = Duration(24 * time.Hour)
-	defaultLogBatchSize      = 1024
-	defaultLogBatchDelay     = Duration(2 * time.Millisecond)
+	defaultDataDir            = "/var/lib/sigil"
+	defaultLogLevel           = "info"
+	defaultLogFormat          = "text"
+	defaultHTTPS              = "127.0.0.1:8443"
+	defaultHTTP               = "127.0.0.1:8080"
+	defaultStorageType        = "sqlite"
+	defaultSQLiteFile         = "sigil.db"
+	defaultMaxConns           = 10
+	defaultSealType           = "shamir"
+	defaultShares             = 5
+	defaultThreshold          = 3
+	defaultSealKeyLabel       = "sigil-seal"
+	defaultDevSealFile        = "dev-seal.key"
+	defaultRootKeyLabel       = "sigil-root"
+	defaultKeyType            = "ec-p256"
+	defaultRootCN             = "Sigil Root CA"
+	defaultRootTTL            = Duration(87600 * time.Hour)
+	defaultIntermediateCN     = "Sigil Intermediate CA"
+	defaultIntermediateTTL    = Duration(2160 * time.Hour)
+	defaultRotateBefore       = Duration(720 * time.Hour)
+	defaultLeafTTL            = Duration(time.Hour)
+	defaultLeafMaxTTL         = Duration(24 * time.Hour)
+	defaultCRLValidity        = Duration(24 * time.Hour)
+	defaultCRLRefresh         = Duration(time.Hour)
+	defaultOCSPValidity       = Duration(24 * time.Hour)
+	defaultOCSPRefreshBefore  = Duration(12 * time.Hour)
+	defaultJWTRotateEvery     = Duration(24 * time.Hour)
+	defaultJWTPrepareLead     = Duration(10 * time.Minute)
+	defaultRotateAt           = 0.5
+	defaultMaxVersions        = 10
+	defaultACMECertTTL        = Duration(24 * time.Hour)
+	defaultACMEValidationWait = Duration(2 * time.Second)
+	defaultLogBatchSize       = 1024
+	defaultLogBatchDelay      = Duration(2 * time.Millisecond)
 )
 
 // defaultServerNames are always in the default Listen.ServerNames.
@@ -124,6 +125,7 @@ func (c *Config) ApplyDefaults() {
 	if c.ACME.CertTTL == 0 {
 		c.ACME.CertTTL = min(defaultACMECertTTL, c.CA.Leaf.MaxTTL)
 	}
+	setDuration(&c.ACME.ValidationWait, defaultACMEValidationWait)
 	setInt(&c.ACME.HTTPPort, 80)
 	setInt(&c.ACME.TLSPort, 443)
 	if len(c.ACME.LoopbackNames) == 0 {

@@ -128,6 +128,9 @@ func (v *validator) acme(a *ACME, ca *CA) {
 	} else if ca.Leaf.MaxTTL > 0 {
 		order(v, "acme.cert_ttl", a.CertTTL, "ca.leaf.max_ttl", ca.Leaf.MaxTTL, false)
 	}
+	if a.ValidationWait <= 0 || a.ValidationWait > Duration(30*time.Second) {
+		v.errorf("acme.validation_wait", nil, "%v is not above 0 and at most 30s", a.ValidationWait)
+	}
 	for _, p := range []struct {
 		key  string
 		port int

@@ -52,6 +52,7 @@ func (s *Server) newACME() error {
 		BaseURL:             s.cfg.Listen.HTTPSURL,
 		Domains:             s.cfg.CA.DNSDomains,
 		CertTTL:             a.CertTTL.D(),
+		ValidationWait:      a.ValidationWait.D(),
 		TermsOfService:      a.TermsOfService,
 		EABRequired:         a.EABRequired,
 		EABKey:              s.eabKey,

@@ -357,67 +357,6 @@ func TestACMERateLimits(t *testing.T) {
 	}
 }
 
-// TestACMESVIDProfile: an account created with an EAB key bound to a
-// SPIFFE ID orders the x509-svid profile and gets a certificate carrying
-// that ID beside its DNS name; other accounts and unknown profiles are
-// refused.
-func TestACMESVIDProfile(t *testing.T) {
-	r, ka := startACME(t, nil)
-	code, body := call(t, r.admin, "POST", r.adminURL+"/v1/acme/eab", `{"spiffe_id":"spiffe://example.org/ingress"}`)
-	if code != http.StatusOK {
-		t.Fatalf("eab: %d %s", code, body)
-	}
-	var eab EABKey
-	json.Unmarshal([]byte(body), &eab)
-
-	plain := newACMEClient(t, r)
-	plain.register()
-	newOrder := func(c *acmeClient, profile string) (int, string) {
-		code, typ, _, _ := c.post(c.url("new-order"), c.signed(c.url("new-order"), map[string]any{
-			"identifiers": []map[string]string{{"type": "dns", "value": "svid.localhost"}}, "profile": profile}, c.freshNonce(), false, c.key))
-		return code, typ
-	}
-	if code, typ := newOrder(plain, "x509-svid"); code != http.StatusForbidden || typ != "unauthorized" {
-		t.Errorf("x509-svid without a bound EAB: %d %s", code, typ)
-	}
-	if code, typ := newOrder(plain, "gold"); code != http.StatusBadRequest || typ != "invalidProfile" {
-		t.Errorf("unknown profile: %d %s", code, typ)
-	}
-
-	bound := newACMEClient(t, r)
-	mac, _ := base64.RawURLEncoding.DecodeString(eab.HMACKey)
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: mac},
-		(&jose.SignerOptions{}).WithHeader("kid", eab.KeyID).WithHeader("url", bound.url("new-account")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwk, _ := json.Marshal(jose.JSONWebKey{Key: bound.key.Public()})
-	obj, err := signer.Sign(jwk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var binding map[string]any
-	json.Unmarshal([]byte(obj.FullSerialize()), &binding)
-	code, typ, _, h := bound.post(bound.url("new-account"), bound.signed(bound.url("new-account"),
-		map[string]any{"termsOfServiceAgreed": true, "externalAccountBinding": binding}, bound.freshNonce(), true, bound.key))
-	if code != http.StatusCreated {
-		t.Fatalf("new-account with EAB: %d %s", code, typ)
-	}
-	bound.kid = h.Get("Location")
-	bound.profile = "x509-svid"
-	if err := bound.obtain("svid.localhost", ka); err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(bound.lastChain)
-	leaf, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://example.org/ingress" || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "svid.localhost" {
-		t.Fatalf("x509-svid certificate: URIs %v, DNS %v", leaf.URIs, leaf.DNSNames)
-	}
-}
-
 // TestACMEDNS01Wildcard: a wildcard order is offered dns-01 only, which
 // validates against the configured resolver (the test's own DNS server).
 func TestACMEDNS01Wildcard(t *testing.T) {
@@ -470,54 +409,6 @@ func TestACMEDNS01Wildcard(t *testing.T) {
 	}
 }
 
-// TestACMEFiftyParallelOrders: 50 orders at once over 10 accounts all
-// succeed; every certificate verifies against the roots and is on the log.
-func TestACMEFiftyParallelOrders(t *testing.T) {
-	r, ka := startACME(t, nil)
-	const accounts, orders = 10, 50
-	var wg sync.WaitGroup
-	chains := make([][]byte, orders)
-	for a := range accounts {
-		c := newACMEClient(t, r)
-		c.register()
-		wg.Go(func() {
-			for o := a; o < orders; o += accounts {
-				if err := c.obtain(fmt.Sprintf("p%d.localhost", o), ka); err != nil {
-					t.Error(err)
-					return
-				}
-				chains[o] = c.lastChain
-			}
-		})
-	}
-	wg.Wait()
-	auth, _ := r.Authority()
-	roots := x509.NewCertPool()
-	for _, c := range auth.Roots() {
-		roots.AddCert(c)
-	}
-	l, err := r.transparencyLog()
-	if err != nil {
-		t.Fatal(err)
-	}
-	size := checkpointOf(t, r.Server, l).Size
-	for o, chain := range chains {
-		blk, rest := pem.Decode(chain)
-		if blk == nil {
-			t.Fatalf("order %d: no certificate", o)
-		}
-		leaf, _ := x509.ParseCertificate(blk.Bytes)
-		inter := x509.NewCertPool()
-		inter.AppendCertsFromPEM(rest)
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: fmt.Sprintf("p%d.localhost", o)}); err != nil {
-			t.Errorf("order %d: %v", o, err)
-		}
-		if findIssuance(t, l, size, leaf.Raw) < 0 {
-			t.Errorf("order %d: certificate not on the log", o)
-		}
-	}
-}
-
 // startACME runs a server whose http-01 validation reaches the returned
 // in-memory responder, with names under localhost on loopback; adjust
 // may change the configuration first.
@@ -552,4 +443,93 @@ func TestLoopbackLookup(t *testing.T) {
 	if got, err := lookup(t.Context(), "www.example.test"); err != nil || len(got) != 1 || got[0] != netip.MustParseAddr("192.0.2.7") {
 		t.Errorf("www.example.test = %v, %v; want the DNS server's answer", got, err)
 	}
+}
+
+// keyAuths serves http-01 key authorizations from memory, each after
+// delay.
+type keyAuths struct {
+	mu    sync.Mutex
+	m     map[string]string
+	delay time.Duration
+}
+
+func (k *keyAuths) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	k.mu.Lock()
+	v := k.m[strings.TrimPrefix(r.URL.Path, "/.well-known/acme-challenge/")]
+	delay := k.delay
+	k.mu.Unlock()
+	time.Sleep(delay)
+	io.WriteString(w, v)
+}
+
+// obtain runs one whole order for name: new-order, authorization,
+// http-01, polling, finalize, certificate download.
+func (c *acmeClient) obtain(name string, ka *keyAuths) error {
+	post := func(u string, payload any) (int, map[string]any, http.Header) {
+		code, _, m, h := c.post(u, c.signed(u, payload, c.nonceOrFresh(), false, c.key))
+		return code, m, h
+	}
+	newOrder := map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": name}}}
+	if c.profile != "" {
+		newOrder["profile"] = c.profile
+	}
+	code, o, h := post(c.url("new-order"), newOrder)
+	if code != http.StatusCreated {
+		return fmt.Errorf("new-order: %d %v", code, o)
+	}
+	orderURL := h.Get("Location")
+	authzURL := o["authorizations"].([]any)[0].(string)
+	_, az, _ := post(authzURL, nil)
+	var chURL, token string
+	for _, ch := range az["challenges"].([]any) {
+		if m := ch.(map[string]any); m["type"] == "http-01" {
+			chURL, token = m["url"].(string), m["token"].(string)
+		}
+	}
+	thumb, _ := (&jose.JSONWebKey{Key: c.key.Public()}).Thumbprint(crypto.SHA256)
+	ka.mu.Lock()
+	ka.m[token] = token + "." + base64.RawURLEncoding.EncodeToString(thumb)
+	ka.mu.Unlock()
+	if code, m, _ := post(chURL, map[string]any{}); code != http.StatusOK {
+		return fmt.Errorf("challenge: %d %v", code, m)
+	}
+	for {
+		_, az, _ := post(authzURL, nil)
+		if az["status"] == "valid" {
+			break
+		}
+		if az["status"] != "pending" {
+			return fmt.Errorf("authorization %v", az)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, k)
+	code, fin, _ := post(o["finalize"].(string), map[string]string{"csr": base64.RawURLEncoding.EncodeToString(der)})
+	if code != http.StatusOK || fin["status"] != "valid" {
+		return fmt.Errorf("finalize: %d %v (order %s)", code, fin, orderURL)
+	}
+	certURL := fin["certificate"].(string)
+	req, _ := http.NewRequest(http.MethodPost, certURL, strings.NewReader(string(c.signed(certURL, nil, c.nonceOrFresh(), false, c.key))))
+	req.Header.Set("Content-Type", "application/jose+json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	c.lastChain, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.nonce = resp.Header.Get("Replay-Nonce")
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("certificate: %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// nonceOrFresh uses the nonce of the last answer, as clients do.
+func (c *acmeClient) nonceOrFresh() string {
+	if n := c.nonce; n != "" {
+		c.nonce = ""
+		return n
+	}
+	return c.freshNonce()
 }
