@@ -117,11 +117,21 @@ type Config struct {
 	// binding; EABKey looks up a binding key's MAC key (nil: no EAB).
 	EABRequired bool
 	EABKey      jws.MACKeyFunc
-	// EABSPIFFEID returns the SPIFFE ID an EAB key binds its accounts to
-	// ("" for none): such accounts may order the x509-svid profile.
-	EABSPIFFEID func(ctx context.Context, keyID string) (string, error)
-	Clock       func() time.Time
-	Logger      *slog.Logger
+	// EABBinding returns what an EAB key binds its accounts to.
+	EABBinding func(ctx context.Context, keyID string) (EABBinding, error)
+	Clock      func() time.Time
+	Logger     *slog.Logger
+}
+
+// EABBinding is what an external account binding key binds the accounts
+// made with it to.
+type EABBinding struct {
+	// SPIFFEID, when set, lets the accounts order the x509-svid profile
+	// carrying it.
+	SPIFFEID string
+	// Domains, when set, are the only DNS names (each domain and every
+	// name under it) the accounts may order; IP identifiers are refused.
+	Domains []string
 }
 
 // Server serves ACME under /acme/.
@@ -518,24 +528,81 @@ const (
 	profileSVID      = "x509-svid"
 )
 
+// binding returns what the account's EAB key binds it to; an account
+// made without EAB is bound to nothing.
+func (s *Server) binding(ctx context.Context, acct *storage.ACMEDoc) (EABBinding, error) {
+	var a account
+	if err := json.Unmarshal([]byte(acct.Data), &a); err != nil {
+		return EABBinding{}, err
+	}
+	if a.EABKeyID == "" || s.cfg.EABBinding == nil {
+		return EABBinding{}, nil
+	}
+	return s.cfg.EABBinding(ctx, a.EABKeyID)
+}
+
 // orderSPIFFEID returns the SPIFFE ID an x509-svid order may carry: the
 // one the account's EAB key binds, or an error.
 func (s *Server) orderSPIFFEID(ctx context.Context, acct *storage.ACMEDoc) (string, error) {
-	var a account
-	if err := json.Unmarshal([]byte(acct.Data), &a); err != nil {
-		return "", err
-	}
-	if a.EABKeyID == "" || s.cfg.EABSPIFFEID == nil {
-		return "", unauthorized("the x509-svid profile is for accounts bound to a SPIFFE ID by their external account binding")
-	}
-	id, err := s.cfg.EABSPIFFEID(ctx, a.EABKeyID)
+	b, err := s.binding(ctx, acct)
 	if err != nil {
 		return "", err
 	}
-	if id == "" {
-		return "", unauthorized("this account's external account binding names no SPIFFE ID")
+	if b.SPIFFEID == "" {
+		return "", unauthorized("the x509-svid profile is for accounts bound to a SPIFFE ID by their external account binding")
 	}
-	return id, nil
+	return b.SPIFFEID, nil
+}
+
+// checkBoundDomains refuses identifiers outside the domains the
+// account's EAB key allows, with a subproblem for each.
+func (s *Server) checkBoundDomains(ctx context.Context, acct *storage.ACMEDoc, ids []ID) error {
+	b, err := s.binding(ctx, acct)
+	if err != nil || len(b.Domains) == 0 {
+		return err
+	}
+	var sub []Problem
+	for _, id := range ids {
+		name := strings.TrimPrefix(id.Value, "*.")
+		if id.Type == "dns" && slices.ContainsFunc(b.Domains, func(d string) bool { return name == d || strings.HasSuffix(name, "."+d) }) {
+			continue
+		}
+		sub = append(sub, Problem{Type: errNS + "rejectedIdentifier", Status: http.StatusForbidden, Identifier: &ID{Type: id.Type, Value: id.Value},
+			Detail: fmt.Sprintf("this account's external account binding allows only %s", strings.Join(b.Domains, ", "))})
+	}
+	if len(sub) == 0 {
+		return nil
+	}
+	return withSubproblems(sub, fmt.Sprintf("%d identifiers are outside the domains this account's external account binding allows (%s)", len(sub), strings.Join(b.Domains, ", ")))
+}
+
+// withSubproblems is the problem for refused identifiers: the first
+// refusal's type and detail (many's detail when there are several),
+// with subproblems saying which identifier each is about (RFC 8555
+// §6.7.1).
+func withSubproblems(sub []Problem, many string) *Problem {
+	top := sub[0]
+	top.Identifier = nil
+	if len(sub) > 1 {
+		top.Detail = many
+	}
+	top.Subproblems = sub
+	return &top
+}
+
+// ValidDNSName reports whether name is a lowercase DNS name of letters,
+// digits and hyphens, not an IP address.
+func ValidDNSName(name string) bool {
+	if name == "" || len(name) > 253 || net.ParseIP(name) != nil {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
+			strings.IndexFunc(label, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') }) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // checkIdentifier applies the identifier policy.
@@ -556,14 +623,8 @@ func (s *Server) checkIdentifier(id ID) error {
 		return unsupportedIdentifier("identifier type %q is not supported", id.Type)
 	}
 	name := strings.TrimPrefix(id.Value, "*.")
-	if name != strings.ToLower(name) || len(name) > 253 || name == "" || net.ParseIP(name) != nil {
+	if !ValidDNSName(name) {
 		return rejectedIdentifier("%q is not a lowercase DNS name", id.Value)
-	}
-	for _, label := range strings.Split(name, ".") {
-		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") ||
-			strings.IndexFunc(label, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') }) >= 0 {
-			return rejectedIdentifier("%q is not a valid DNS name", id.Value)
-		}
 	}
 	for _, d := range s.cfg.Domains {
 		if name == d || strings.HasSuffix(name, "."+d) {
@@ -630,17 +691,12 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 		}
 	}
 	if len(sub) > 0 {
-		// The top-level problem takes the first refusal's type, and the
-		// subproblems say which identifier each is about (RFC 8555 §6.7.1).
-		top := sub[0]
-		top.Identifier = nil
-		if len(sub) > 1 {
-			top.Detail = fmt.Sprintf("%d identifiers are refused", len(sub))
-		}
-		top.Subproblems = sub
-		return &top
+		return withSubproblems(sub, fmt.Sprintf("%d identifiers are refused", len(sub)))
 	}
 	ctx := r.Context()
+	if err := s.checkBoundDomains(ctx, acct, ids); err != nil {
+		return err
+	}
 	switch in.Profile {
 	case "", profileTLSServer:
 		in.Profile = profileTLSServer

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,7 +57,7 @@ func (s *Server) newACME() error {
 		TermsOfService:      a.TermsOfService,
 		EABRequired:         a.EABRequired,
 		EABKey:              s.eabKey,
-		EABSPIFFEID:         s.eabSPIFFEID,
+		EABBinding:          s.eabBinding,
 		Website:             a.Website,
 		Clock:               s.clock,
 		Logger:              s.log,
@@ -179,8 +180,9 @@ func eabName(keyID string) string { return "acme/eab/" + keyID }
 
 // eabRecord is an EAB key as sealed under the barrier.
 type eabRecord struct {
-	Key      []byte `json:"key"`
-	SPIFFEID string `json:"spiffe_id,omitempty"`
+	Key      []byte   `json:"key"`
+	SPIFFEID string   `json:"spiffe_id,omitempty"`
+	Domains  []string `json:"domains,omitempty"`
 }
 
 func (s *Server) eabRecord(ctx context.Context, keyID string) (eabRecord, error) {
@@ -208,10 +210,10 @@ func (s *Server) eabKey(ctx context.Context, keyID string) ([]byte, error) {
 	return rec.Key, err
 }
 
-// eabSPIFFEID returns the SPIFFE ID an EAB key binds its accounts to.
-func (s *Server) eabSPIFFEID(ctx context.Context, keyID string) (string, error) {
+// eabBinding returns what an EAB key binds its accounts to.
+func (s *Server) eabBinding(ctx context.Context, keyID string) (acme.EABBinding, error) {
 	rec, err := s.eabRecord(ctx, keyID)
-	return rec.SPIFFEID, err
+	return acme.EABBinding{SPIFFEID: rec.SPIFFEID, Domains: rec.Domains}, err
 }
 
 // EABKey is a new external account binding key, shown once.
@@ -220,22 +222,31 @@ type EABKey struct {
 	HMACKey string `json:"hmac_key"` // base64url, as certbot and lego take it
 	// SPIFFEID binds the key's accounts to this identity (x509-svid profile).
 	SPIFFEID string `json:"spiffe_id,omitempty"`
+	// Domains, when set, are the only DNS names (each and every name
+	// under it) the key's accounts may order.
+	Domains []string `json:"domains,omitempty"`
 }
 
 // EABRequest is the body of POST /v1/acme/eab.
 type EABRequest struct {
-	SPIFFEID string `json:"spiffe_id,omitempty"`
+	SPIFFEID string   `json:"spiffe_id,omitempty"`
+	Domains  []string `json:"domains,omitempty"`
 }
 
 // CreateEAB makes an external account binding key: 32 random bytes sealed
 // under the barrier, optionally binding its accounts to a SPIFFE ID (which
-// lets them order the x509-svid profile), and logs its creation (never the
-// key).
-func (s *Server) CreateEAB(ctx context.Context, spiffeID string) (EABKey, error) {
+// lets them order the x509-svid profile) and to domains (the only names
+// they may order), and logs its creation (never the key).
+func (s *Server) CreateEAB(ctx context.Context, req EABRequest) (EABKey, error) {
+	spiffeID := req.SPIFFEID
 	if spiffeID != "" {
 		if err := validateEABSPIFFEID(spiffeID, s.cfg.TrustDomain); err != nil {
 			return EABKey{}, err
 		}
+	}
+	domains, err := s.validateEABDomains(req.Domains)
+	if err != nil {
+		return EABKey{}, err
 	}
 	id := make([]byte, 12)
 	key := make([]byte, 32)
@@ -246,16 +257,43 @@ func (s *Server) CreateEAB(ctx context.Context, spiffeID string) (EABKey, error)
 		return EABKey{}, err
 	}
 	kid := base64.RawURLEncoding.EncodeToString(id)
+	detail := "EAB key created"
+	if spiffeID != "" {
+		detail += " for " + spiffeID
+	}
+	if len(domains) > 0 {
+		detail += " limited to " + strings.Join(domains, ",")
+	}
 	if err := s.audit(ctx, tlog.Entry{Kind: tlog.KindPolicyChange, Subject: tlog.Subject{Path: "acme/eab/" + kid,
-		Detail: strings.TrimSpace("EAB key created " + spiffeID)}}); err != nil {
+		Detail: detail}}); err != nil {
 		return EABKey{}, err
 	}
-	rec, _ := json.Marshal(eabRecord{Key: key, SPIFFEID: spiffeID})
+	rec, _ := json.Marshal(eabRecord{Key: key, SPIFFEID: spiffeID, Domains: domains})
 	defer clear(rec)
 	if err := s.barrier.Put(ctx, eabName(kid), rec); err != nil {
 		return EABKey{}, err
 	}
-	return EABKey{KeyID: kid, HMACKey: base64.RawURLEncoding.EncodeToString(key), SPIFFEID: spiffeID}, nil
+	return EABKey{KeyID: kid, HMACKey: base64.RawURLEncoding.EncodeToString(key), SPIFFEID: spiffeID, Domains: domains}, nil
+}
+
+// validateEABDomains checks the domains an EAB key limits its accounts
+// to: lowercase DNS names (a trailing dot dropped), each inside the
+// domains the server issues for; duplicates are dropped.
+func (s *Server) validateEABDomains(in []string) ([]string, error) {
+	var out []string
+	for _, d := range in {
+		d = strings.TrimSuffix(strings.TrimSpace(d), ".")
+		if !acme.ValidDNSName(d) {
+			return nil, fmt.Errorf("%w: domain %q is not a lowercase DNS name (a domain covers every name under it; give it without \"*.\")", errBadRequest, d)
+		}
+		if !slices.ContainsFunc(s.cfg.CA.DNSDomains, func(top string) bool { return d == top || strings.HasSuffix(d, "."+top) }) {
+			return nil, fmt.Errorf("%w: domain %q is outside ca.dns_domains (%s)", errBadRequest, d, strings.Join(s.cfg.CA.DNSDomains, ", "))
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out, nil
 }
 
 // validateEABSPIFFEID accepts a SPIFFE ID of the trust domain outside the
@@ -276,7 +314,7 @@ func (s *Server) handleCreateEAB(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 && !decodeBody(w, r, &req) {
 		return
 	}
-	k, err := s.CreateEAB(r.Context(), req.SPIFFEID)
+	k, err := s.CreateEAB(r.Context(), req)
 	if errors.Is(err, errBadRequest) {
 		writeErrors(w, http.StatusBadRequest, err.Error())
 		return

@@ -356,3 +356,53 @@ func TestACMEValidationWait(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestLegoEABDomains: an EAB key may limit its accounts to domains; such
+// an account obtains names inside them (a wildcard's base counts) and is
+// refused anything else, each identifier named in a subproblem; the key's
+// domains must be DNS names inside ca.dns_domains.
+func TestLegoEABDomains(t *testing.T) {
+	r, ka := startACME(t, nil)
+	for body, want := range map[string]string{
+		`{"domains":["*.shop.localhost"]}`: "give it without",
+		`{"domains":["example.com"]}`:      "outside ca.dns_domains",
+		`{"domains":["Shop.localhost"]}`:   "not a lowercase DNS name",
+	} {
+		if code, out := call(t, r.admin, "POST", r.adminURL+"/v1/acme/eab", body); code != http.StatusBadRequest || !strings.Contains(out, want) {
+			t.Errorf("%s: %d %s", body, code, out)
+		}
+	}
+	code, body := call(t, r.admin, "POST", r.adminURL+"/v1/acme/eab", `{"domains":["shop.localhost","shop.localhost."]}`)
+	if code != http.StatusOK {
+		t.Fatalf("eab: %d %s", code, body)
+	}
+	var eab EABKey
+	if err := json.Unmarshal([]byte(body), &eab); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(eab.Domains, []string{"shop.localhost"}) {
+		t.Fatalf("domains %v", eab.Domains)
+	}
+	_, c := r.legoAccount(t, ka, &eab)
+	ctx := t.Context()
+	for _, names := range [][]string{{"shop.localhost"}, {"www.shop.localhost", "api.shop.localhost"}} {
+		if _, err := c.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: names, KeyType: certcrypto.EC256}); err != nil {
+			t.Errorf("%v: %v", names, err)
+		}
+	}
+	_, err := c.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"www.shop.localhost", "blog.localhost", "shop.localhost.evil.localhost"}, KeyType: certcrypto.EC256})
+	var pd *acme.ProblemDetails
+	if !errors.As(err, &pd) || pd.Type != "urn:ietf:params:acme:error:rejectedIdentifier" || len(pd.SubProblems) != 2 {
+		t.Fatalf("names outside the binding: %v", err)
+	}
+	for i, want := range []string{"blog.localhost", "shop.localhost.evil.localhost"} {
+		if pd.SubProblems[i].Identifier.Value != want {
+			t.Errorf("subproblem %d names %v, want %s", i, pd.SubProblems[i].Identifier, want)
+		}
+	}
+	// The same names are fine for an account without the binding.
+	_, free := r.legoAccount(t, ka, nil)
+	if _, err := free.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"blog.localhost"}, KeyType: certcrypto.EC256}); err != nil {
+		t.Fatal(err)
+	}
+}

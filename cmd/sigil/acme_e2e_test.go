@@ -172,7 +172,7 @@ func TestLegoEAB(t *testing.T) {
 	dir := t.TempDir()
 	httpPort := portOf(t)
 	_, info := startDev(t, dir, "--acme-http-port", strconv.Itoa(httpPort), "--acme-eab")
-	out := run(t, true, info.env(), sigilBinary(t), "acme", "eab", "create")
+	out := run(t, true, info.env(), sigilBinary(t), "acme", "eab", "create", "--domain", "eab.localhost")
 	kid := regexpField(t, out, "Key ID")
 	hmac := regexpField(t, out, "HMAC key")
 	env := []string{"LEGO_CA_CERTIFICATES=" + info.RootCA}
@@ -189,6 +189,16 @@ func TestLegoEAB(t *testing.T) {
 	}
 	if leaf := readLeaf(t, filepath.Join(path, "certificates", "eab.localhost.crt")); leaf.DNSNames[0] != "eab.localhost" {
 		t.Fatalf("certificate for %v", leaf.DNSNames)
+	}
+	// The key limits its accounts to eab.localhost and the names under it.
+	other := slices.Clone(base)
+	other[len(other)-1] = "www.eab.localhost"
+	if out, err := runTool(t, env, lego, append(other, "--path", path, "--eab", "--kid", kid, "--hmac", hmac, "run")...); err != nil {
+		t.Fatalf("lego for a name under the bound domain: %v\n%s", err, out)
+	}
+	other[len(other)-1] = "other.localhost"
+	if out, err := runTool(t, env, lego, append(other, "--path", path, "--eab", "--kid", kid, "--hmac", hmac, "run")...); err == nil || !strings.Contains(out, "rejectedIdentifier") {
+		t.Fatalf("lego for a name outside the bound domain: %v\n%s", err, out)
 	}
 }
 
