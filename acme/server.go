@@ -70,6 +70,9 @@ type Issuer interface {
 	IssueACME(ctx context.Context, csr *x509.CertificateRequest, dns []string, ips []net.IP, spiffeID string, ttl time.Duration, account string) (*x509.Certificate, []*x509.Certificate, error)
 	// Certificate returns an issued certificate and its chain.
 	Certificate(ctx context.Context, serial string) (*x509.Certificate, []*x509.Certificate, error)
+	// AlternateChains returns other chains for a certificate whose chain
+	// is chain (to other trust anchors: cross-certificates).
+	AlternateChains(chain []*x509.Certificate) [][]*x509.Certificate
 	// Revoke revokes a certificate with an RFC 5280 reason; an already
 	// revoked one is storage.ErrConflict.
 	Revoke(ctx context.Context, serial string, reason int) error
@@ -206,6 +209,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /acme/authz/{id}", s.post(false, s.handleAuthz))
 	mux.HandleFunc("POST /acme/chall/{authz}/{idx}", s.post(false, s.handleChallenge))
 	mux.HandleFunc("POST /acme/cert/{serial}", s.post(false, s.handleCert))
+	mux.HandleFunc("POST /acme/cert/{serial}/{alt}", s.post(false, s.handleCert))
 	mux.HandleFunc("POST /acme/revoke-cert", s.postAny(s.handleRevoke))
 	mux.HandleFunc("POST /acme/key-change", s.post(false, s.handleKeyChange))
 	mux.HandleFunc("GET /acme/renewal-info/{id}", s.handleRenewalInfo)
@@ -1217,8 +1221,28 @@ func (s *Server) handleCert(w http.ResponseWriter, r *http.Request, req *jws.Req
 	if err != nil {
 		return err
 	}
+	// The default chain is at cert/<serial>, alternates (RFC 8555 §7.4.2)
+	// at cert/<serial>/<n>, and every answer links to the others.
+	chains := append([][]*x509.Certificate{chain}, s.cfg.Issuer.AlternateChains(chain)...)
+	n := 0
+	if alt := r.PathValue("alt"); alt != "" {
+		if n, err = strconv.Atoi(alt); err != nil || n < 1 || n >= len(chains) || alt != strconv.Itoa(n) {
+			return notFound("alternate chain")
+		}
+	}
+	serial := r.PathValue("serial")
+	for i := range chains {
+		if i == n {
+			continue
+		}
+		u := s.url("cert/" + serial)
+		if i > 0 {
+			u += "/" + strconv.Itoa(i)
+		}
+		w.Header().Add("Link", `<`+u+`>;rel="alternate"`)
+	}
 	var out []byte
-	for _, c := range append([]*x509.Certificate{leaf}, chain...) {
+	for _, c := range append([]*x509.Certificate{leaf}, chains[n]...) {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	s.addNonce(w, r)

@@ -227,6 +227,8 @@ type issuerSet struct {
 	roots []*issuer
 	// inter holds intermediates, newest NotBefore first.
 	inter []*issuer
+	// cross holds cross-certificates of the roots, newest first.
+	cross []*issuer
 	// byCertID maps OCSP CertID keys to intermediates with a key.
 	byCertID map[string]*issuer
 }
@@ -242,6 +244,8 @@ func newIssuerSet(all []*issuer) *issuerSet {
 		switch is.kind {
 		case kindRoot:
 			s.roots = append(s.roots, is)
+		case kindCross:
+			s.cross = append(s.cross, is)
 		case kindIntermediate:
 			s.inter = append(s.inter, is)
 			if is.signer != nil {
@@ -259,6 +263,7 @@ func newIssuerSet(all []*issuer) *issuerSet {
 	}
 	slices.SortStableFunc(s.roots, byAge)
 	slices.SortStableFunc(s.inter, byAge)
+	slices.SortStableFunc(s.cross, byAge)
 	return s
 }
 
@@ -418,6 +423,13 @@ func (a *Authority) loadIssuer(ctx context.Context, rec storage.Issuer) (*issuer
 	cert, err := x509.ParseCertificate(rec.CertDER)
 	if err != nil {
 		return nil, fmt.Errorf("parsing certificate: %w", err)
+	}
+	if rec.Kind == kindCross {
+		// Another CA's certificate for a root: no key of its own.
+		if id := crossID(cert); id != rec.ID {
+			return nil, fmt.Errorf("stored ID does not match the cross-certificate (%s)", id)
+		}
+		return a.newIssuer(rec, cert, nil)
 	}
 	if id := IssuerID(cert); id != rec.ID {
 		return nil, fmt.Errorf("stored ID does not match the certificate's key (%s)", id)

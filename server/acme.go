@@ -144,6 +144,14 @@ func (i acmeIssuer) Certificate(ctx context.Context, serial string) (*x509.Certi
 	return leaf, chain, nil
 }
 
+func (i acmeIssuer) AlternateChains(chain []*x509.Certificate) [][]*x509.Certificate {
+	auth, err := i.s.Authority()
+	if err != nil {
+		return nil
+	}
+	return auth.AlternateChains(chain)
+}
+
 func (i acmeIssuer) Revoke(ctx context.Context, serial string, reason int) error {
 	auth, err := i.s.Authority()
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/go-acme/lego/v5/lego"
 	legolog "github.com/go-acme/lego/v5/log"
 	"github.com/go-acme/lego/v5/registration"
+	"github.com/sigil-pki/sigil/ca/catest"
 	"github.com/sigil-pki/sigil/config"
 )
 
@@ -404,5 +405,82 @@ func TestLegoEABDomains(t *testing.T) {
 	_, free := r.legoAccount(t, ka, nil)
 	if _, err := free.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"blog.localhost"}, KeyType: certcrypto.EC256}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLegoAlternateChain: after an operator records another CA's
+// certificate for the root, certificate downloads link to the chain
+// through it (rel="alternate"); lego's preferred-chain option picks it,
+// and it verifies against that CA alone, while the default chain stays
+// Sigil's own. Bad cross-certificates are refused.
+func TestLegoAlternateChain(t *testing.T) {
+	r, ka := startACME(t, nil)
+	auth, _ := r.Authority()
+	root := auth.Roots()[0]
+	now := time.Now()
+	cross, corp, err := catest.CrossSign(root, "Corp Root", now.Add(-time.Hour), now.Add(365*24*time.Hour), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemOf := func(c *x509.Certificate) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	}
+	add := func(p string) (int, string) {
+		b, _ := json.Marshal(CrossRequest{Certificate: p})
+		return call(t, r.admin, "POST", r.adminURL+"/v1/ca/cross", string(b))
+	}
+	for name, tc := range map[string]struct {
+		pem  string
+		code int
+		want string
+	}{
+		"not PEM":        {"hello", http.StatusBadRequest, "PEM"},
+		"the root":       {pemOf(root), http.StatusBadRequest, "self-issued"},
+		"two blocks":     {pemOf(cross) + pemOf(corp), http.StatusBadRequest, "exactly one"},
+		"another CA's":   {pemOf(corp), http.StatusBadRequest, "match no root"},
+		"cross":          {pemOf(cross), http.StatusOK, "Corp Root"},
+		"the same again": {pemOf(cross), http.StatusConflict, ""},
+	} {
+		if code, body := add(tc.pem); code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %d %s", name, code, body)
+		}
+	}
+	var logged bool
+	for _, e := range r.logEntries(t, 0) {
+		logged = logged || e.Kind == "ca.cross" && strings.Contains(e.Subject.Detail, "Corp Root")
+	}
+	if !logged {
+		t.Error("the cross-certificate is not on the log")
+	}
+
+	_, c := r.legoAccount(t, ka, nil)
+	ctx := t.Context()
+	for _, tc := range []struct {
+		preferred string
+		anchor    *x509.Certificate
+		top       *x509.Certificate
+	}{
+		{"", root, auth.Intermediates()[0]},
+		{"Corp Root", corp, cross},
+	} {
+		res, err := c.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"alt.localhost"}, KeyType: certcrypto.EC256, PreferredChain: tc.preferred})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, err := certcrypto.ParsePEMBundle(res.IssuerCertificate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := chain[len(chain)-1]; !last.Equal(tc.top) {
+			t.Errorf("preferred %q: the chain ends with %s", tc.preferred, last.Subject)
+		}
+		anchors, inter := x509.NewCertPool(), x509.NewCertPool()
+		anchors.AddCert(tc.anchor)
+		for _, ic := range chain {
+			inter.AddCert(ic)
+		}
+		if _, err := leafOf(t, res.Certificate).Verify(x509.VerifyOptions{Roots: anchors, Intermediates: inter, DNSName: "alt.localhost"}); err != nil {
+			t.Errorf("preferred %q: %v", tc.preferred, err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -43,6 +44,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("POST /v1/ca/revoke", s.operator(s.handleRevoke))
 	mux.Handle("GET /v1/ca/certs", s.operator(s.handleListCerts))
 	mux.Handle("POST /v1/ca/rotate", s.operator(s.handleRotateIntermediate))
+	mux.Handle("POST /v1/ca/cross", s.operator(s.handleAddCross))
 	mux.Handle("POST /v1/jwt/rotate", s.operator(s.handleRotateJWT))
 	mux.Handle("GET /v1/policies", s.operator(s.handlePolicyList))
 	mux.Handle("POST /v1/policies/check", s.operator(s.handlePolicyCheck))
@@ -426,6 +428,56 @@ func queryLimit(w http.ResponseWriter, r *http.Request) (int, bool) {
 	return n, true
 }
 
+// CrossRequest is the body of POST /v1/ca/cross.
+type CrossRequest struct {
+	// Certificate is the PEM of another CA's certificate for a root.
+	Certificate string `json:"certificate"`
+}
+
+// CrossAdded answers POST /v1/ca/cross.
+type CrossAdded struct {
+	ID       string `json:"id"`
+	Issuer   string `json:"issuer"`
+	NotAfter string `json:"not_after"`
+}
+
+// handleAddCross records another CA's certificate for a root, after
+// which ACME downloads link to the chain through it (rel="alternate");
+// the addition is logged first.
+func (s *Server) handleAddCross(w http.ResponseWriter, r *http.Request) {
+	var req CrossRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	blk, rest := pem.Decode([]byte(req.Certificate))
+	if blk == nil || blk.Type != "CERTIFICATE" || len(bytes.TrimSpace(rest)) != 0 {
+		writeErrors(w, http.StatusBadRequest, "certificate must be exactly one PEM CERTIFICATE block")
+		return
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		writeErrors(w, http.StatusBadRequest, "certificate does not parse: "+err.Error())
+		return
+	}
+	auth, err := s.Authority()
+	if err != nil {
+		s.writeAdminError(w, err)
+		return
+	}
+	sum := sha256.Sum256(cert.Raw)
+	if err := s.audit(r.Context(), tlog.Entry{Kind: tlog.KindCACross, Subject: tlog.Subject{
+		Serial: ca.Serial(cert.SerialNumber), Path: "ca/cross", CertSHA256: sum, Detail: "cross-certificate from " + cert.Issuer.String()}}); err != nil {
+		s.writeAdminError(w, err)
+		return
+	}
+	id, err := auth.AddCrossCertificate(r.Context(), cert)
+	if err != nil {
+		s.writeAdminError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, CrossAdded{ID: id, Issuer: cert.Issuer.String(), NotAfter: cert.NotAfter.UTC().Format(time.RFC3339)})
+}
+
 // writeAdminError maps domain errors to HTTP statuses in one place.
 func (s *Server) writeAdminError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
@@ -439,8 +491,11 @@ func (s *Server) writeAdminError(w http.ResponseWriter, err error) {
 		code, msg = http.StatusBadRequest, "unseal share refused: this share was already given; the progress so far is kept"
 	case errors.Is(err, barrier.ErrInvalidShare):
 		code, msg = http.StatusBadRequest, "unseal share refused: it is not one of the shares made at init; the progress so far is kept"
-	case errors.Is(err, ca.ErrPolicy), errors.Is(err, ca.ErrBadCSR), errors.Is(err, ca.ErrTTL), errors.Is(err, ca.ErrUnknownProfile):
+	case errors.Is(err, ca.ErrPolicy), errors.Is(err, ca.ErrBadCSR), errors.Is(err, ca.ErrTTL), errors.Is(err, ca.ErrUnknownProfile),
+		errors.Is(err, ca.ErrBadCrossCertificate):
 		code = http.StatusBadRequest
+	case errors.Is(err, storage.ErrConflict):
+		code = http.StatusConflict
 	case errors.Is(err, ca.ErrNotFound), errors.Is(err, storage.ErrNotFound):
 		code, msg = http.StatusNotFound, "not found"
 	case errors.Is(err, ca.ErrAlreadyRevoked):

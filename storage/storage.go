@@ -50,7 +50,9 @@ type Issuer struct {
 	// ID is the lowercase hex SHA-256 of the certificate's SubjectPublicKeyInfo,
 	// truncated to 16 bytes; stable and safe to put in URLs.
 	ID string
-	// Kind is "root" or "intermediate".
+	// Kind is "root", "intermediate" or "cross" (another CA's certificate
+	// for a root; ID is then "x" and a hash of the certificate, and
+	// KeyRef is empty).
 	Kind string
 	// CertDER is the issuer's certificate.
 	CertDER []byte

@@ -73,6 +73,7 @@ const (
 	KindEntryCreate     = "entry.create"
 	KindEntryUpdate     = "entry.update"
 	KindEntryDelete     = "entry.delete"
+	KindCACross         = "ca.cross"
 	entryEncodingV1     = 0x01
 	maxKindLen          = 64
 	maxActorLen         = 1024

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sigil-pki/sigil/acme/challenge/challengetest"
+	"github.com/sigil-pki/sigil/ca/catest"
 )
 
 // portOf returns the port of a free loopback address.
@@ -144,9 +145,39 @@ func TestLegoCLI(t *testing.T) {
 			t.Fatalf("%s: openssl verify: %v\n%s", tc.name, err, out)
 		}
 	}
+	// A cross-certificate from another CA makes an alternate chain, which
+	// lego's --preferred-chain picks; it verifies against that CA alone.
+	rootPEM, err := os.ReadFile(info.RootCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(rootPEM)
+	root, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cross, corp, err := catest.CrossSign(root, "Corp Root", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crossFile, corpFile := filepath.Join(dir, "cross.pem"), filepath.Join(dir, "corp.pem")
+	os.WriteFile(crossFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cross.Raw}), 0o644)
+	os.WriteFile(corpFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: corp.Raw}), 0o644)
+	if out := run(t, true, info.env(), sigilBinary(t), "ca", "cross", "add", crossFile); !strings.Contains(out, "Corp Root") {
+		t.Fatalf("sigil ca cross add: %s", out)
+	}
+	args := append(slices.Clone(base), "--http", "--http.port", "127.0.0.1:"+strconv.Itoa(httpPort), "--domains", "alt.localhost", "run", "--preferred-chain", "Corp Root")
+	if out, err := runTool(t, env, lego, args...); err != nil {
+		t.Fatalf("lego run --preferred-chain: %v\n%s", err, out)
+	}
+	altIssuer := filepath.Join(path, "certificates", "alt.localhost.issuer.crt")
+	if out, err := exec.Command(openssl, "verify", "-CAfile", corpFile, "-untrusted", altIssuer, filepath.Join(path, "certificates", "alt.localhost.crt")).CombinedOutput(); err != nil {
+		t.Fatalf("the preferred chain does not reach the other CA: %v\n%s", err, out)
+	}
+
 	crt := filepath.Join(path, "certificates", "http.localhost.crt")
 	before := readLeaf(t, crt)
-	args := append(append(slices.Clone(base), "--http", "--http.port", "127.0.0.1:"+strconv.Itoa(httpPort)), "--domains", "http.localhost", "renew", "--days", "10000", "--no-random-sleep")
+	args = append(append(slices.Clone(base), "--http", "--http.port", "127.0.0.1:"+strconv.Itoa(httpPort)), "--domains", "http.localhost", "renew", "--days", "10000", "--no-random-sleep")
 	if out, err := runTool(t, env, lego, args...); err != nil {
 		t.Fatalf("lego renew: %v\n%s", err, out)
 	}

@@ -23,7 +23,7 @@ func caCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "Issue, revoke and list certificates"}
 	var cf clientFlags
 	cf.register(cmd)
-	cmd.AddCommand(issueCmd(&cf), revokeCmd(&cf), listCmd(&cf), rotateIntermediateCmd(&cf), rotateJWTCmd(&cf))
+	cmd.AddCommand(issueCmd(&cf), revokeCmd(&cf), listCmd(&cf), rotateIntermediateCmd(&cf), rotateJWTCmd(&cf), crossCmd(&cf))
 	return cmd
 }
 
@@ -224,6 +224,37 @@ func rotateIntermediateCmd(cf *clientFlags) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "rotate even if the active intermediate is not due")
 	return cmd
+}
+
+func crossCmd(cf *clientFlags) *cobra.Command {
+	cross := &cobra.Command{Use: "cross", Short: "Cross-certificates: other CAs' certificates for Sigil's root"}
+	cross.AddCommand(&cobra.Command{
+		Use:   "add FILE",
+		Short: "Record another CA's certificate for the root (PEM); ACME downloads then offer the chain through it as rel=\"alternate\"",
+		Long: `Record a cross-certificate: a CA certificate with the root's subject and key,
+issued by another CA (a corporate root, say). Relying parties that trust only
+that CA reach Sigil's certificates through it. ACME certificate downloads link
+to the chain ending with it (Link: rel="alternate"), which certbot and lego
+pick with --preferred-chain "<that CA's common name>".`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pemBytes, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var out server.CrossAdded
+			if err := c.do(cmd.Context(), "POST", "/v1/ca/cross", server.CrossRequest{Certificate: string(pemBytes)}, &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Cross-certificate %s from %s, valid until %s\n", out.ID, out.Issuer, out.NotAfter)
+			return nil
+		},
+	})
+	return cross
 }
 
 func rotateJWTCmd(cf *clientFlags) *cobra.Command {
