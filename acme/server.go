@@ -149,6 +149,7 @@ type Server struct {
 
 	perAccount, perIdentifier *limiter
 	nonces                    *nonceStore
+	accounts                  accountCache
 }
 
 // New returns a Server; Close stops its validation workers.
@@ -287,10 +288,12 @@ func (s *Server) post(expectJWK bool, h handler) http.HandlerFunc {
 		var acct *storage.ACMEDoc
 		if !expectJWK {
 			if loaded.ID == "" {
-				if loaded, err = s.accountFromKID(r.Context(), req.KeyID); err != nil {
+				a, err := s.accountFromKID(r.Context(), req.KeyID)
+				if err != nil {
 					s.failErr(w, r, err)
 					return
 				}
+				loaded = a.doc
 			}
 			acct = &loaded
 		}
@@ -318,7 +321,7 @@ func (s *Server) postAny(h handler) http.HandlerFunc {
 				s.failErr(w, r, err)
 				return
 			}
-			acct = &a
+			acct = &a.doc
 		}
 		s.answer(w, r, h(w, r, req, acct))
 	}
@@ -368,7 +371,7 @@ type loadedKey struct{}
 func (k accountKeys) AccountKey(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
 	a, err := k.s.accountFromKID(ctx, kid)
 	if slot, ok := ctx.Value(loadedKey{}).(*storage.ACMEDoc); ok && err == nil {
-		*slot = a
+		*slot = a.doc
 	}
 	if p, ok := err.(*Problem); ok {
 		if p.Type == errNS+"accountDoesNotExist" {
@@ -379,15 +382,7 @@ func (k accountKeys) AccountKey(ctx context.Context, kid string) (*jose.JSONWebK
 	if err != nil {
 		return nil, err
 	}
-	var acct account
-	if err := json.Unmarshal([]byte(a.Data), &acct); err != nil {
-		return nil, err
-	}
-	var key jose.JSONWebKey
-	if err := key.UnmarshalJSON(acct.Key); err != nil {
-		return nil, err
-	}
-	return &key, nil
+	return a.key, nil
 }
 
 // nonces is the jws nonce store over storage.
@@ -395,28 +390,6 @@ type nonces struct{ s *Server }
 
 func (n nonces) Consume(_ context.Context, nonce string) (bool, error) {
 	return n.s.nonces.consume(nonce, n.s.now()), nil
-}
-
-func (s *Server) accountFromKID(ctx context.Context, kid string) (storage.ACMEDoc, error) {
-	id, ok := strings.CutPrefix(kid, s.url("account/"))
-	if !ok || id == "" || strings.Contains(id, "/") {
-		return storage.ACMEDoc{}, accountDoesNotExist("no account at %q", kid)
-	}
-	a, err := s.cfg.Store.GetACMEAccount(ctx, id)
-	if errors.Is(err, storage.ErrNotFound) {
-		return storage.ACMEDoc{}, accountDoesNotExist("no account at %q", kid)
-	}
-	if err != nil {
-		return storage.ACMEDoc{}, err
-	}
-	var acct account
-	if err := json.Unmarshal([]byte(a.Data), &acct); err != nil {
-		return storage.ACMEDoc{}, err
-	}
-	if acct.Status != statusValid {
-		return storage.ACMEDoc{}, unauthorized("account is %s", acct.Status)
-	}
-	return a, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -519,7 +492,9 @@ func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, req *jws.
 			return malformed("status may only be set to deactivated")
 		}
 		data, _ := json.Marshal(a)
-		if err := s.cfg.Store.PutACMEAccount(r.Context(), storage.ACMEDoc{ID: doc.ID, Data: string(data)}, "", doc.Revision); err != nil {
+		err := s.cfg.Store.PutACMEAccount(r.Context(), storage.ACMEDoc{ID: doc.ID, Data: string(data)}, "", doc.Revision)
+		s.accounts.forget(doc.ID)
+		if err != nil {
 			return err
 		}
 	}
@@ -1375,6 +1350,7 @@ func (s *Server) handleKeyChange(w http.ResponseWriter, r *http.Request, req *jw
 	if a.Key, err = newKey.MarshalJSON(); err != nil {
 		return malformed("the new key cannot be encoded: %v", err)
 	}
+	defer s.accounts.forget(acct.ID)
 	if err := s.cfg.Store.SetACMEAccountThumbprint(r.Context(), acct.ID, thumb); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
 			return problem(http.StatusConflict, "malformed", "the new key belongs to another account")
