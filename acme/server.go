@@ -968,9 +968,16 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *jw
 		return err
 	}
 	done := make(chan struct{})
+	var (
+		outcome  chall
+		recorded bool
+	)
+	// The worker gets its own copy: the handler keeps reading c.
+	mine := az
+	mine.Challenges = slices.Clone(az.Challenges)
 	job := func() {
 		defer close(done)
-		s.validate(azID, idx, keyAuth)
+		outcome, recorded = s.validate(azID, d.Revision+1, mine, idx, keyAuth)
 	}
 	select {
 	case s.jobs <- job:
@@ -981,8 +988,8 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *jw
 		t := time.NewTimer(s.cfg.ValidationWait)
 		select {
 		case <-done:
-			if _, now, err := s.loadAuthz(r.Context(), azID); err == nil {
-				*c = now.Challenges[idx]
+			if recorded {
+				*c = outcome
 			}
 		case <-t.C:
 		case <-r.Context().Done():
@@ -997,14 +1004,10 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *jw
 
 // validate runs one challenge and records the outcome in its
 // authorization.
-func (s *Server) validate(azID string, idx int, keyAuth string) {
+func (s *Server) validate(azID string, rev int64, az authz, idx int, keyAuth string) (recorded chall, ok bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d, az, err := s.loadAuthz(ctx, azID)
-	if err != nil {
-		s.log.Error("loading an authorization to validate", "authz", azID, "err", err)
-		return
-	}
+	d := storage.ACMEDoc{ID: azID, Revision: rev}
 	c := az.Challenges[idx]
 	id := challenge.Identifier{Type: az.Identifier.Type, Value: az.Identifier.Value}
 	var p *challenge.Problem
@@ -1028,17 +1031,20 @@ func (s *Server) validate(azID string, idx int, keyAuth string) {
 			az.Status = statusInvalid
 		}
 		data, _ := json.Marshal(az)
-		err = s.cfg.Store.PutACMEAuthz(ctx, storage.ACMEDoc{ID: azID, Data: string(data)}, az.AccountID, az.Identifier.key(), az.Expires, d.Revision)
-		if !errors.Is(err, storage.ErrConflict) {
-			break
+		err := s.cfg.Store.PutACMEAuthz(ctx, storage.ACMEDoc{ID: azID, Data: string(data)}, az.AccountID, az.Identifier.key(), az.Expires, d.Revision)
+		if err == nil {
+			return *ch, true
 		}
-		if d, az, err = s.loadAuthz(ctx, azID); err != nil {
-			break
+		if errors.Is(err, storage.ErrConflict) {
+			if d, az, err = s.loadAuthz(ctx, azID); err == nil {
+				continue
+			}
 		}
-	}
-	if err != nil {
 		s.log.Error("recording a challenge's outcome", "authz", azID, "err", err)
+		return chall{}, false
 	}
+	s.log.Error("recording a challenge's outcome: the authorization keeps changing", "authz", azID)
+	return chall{}, false
 }
 
 func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
