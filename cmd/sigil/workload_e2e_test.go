@@ -294,7 +294,10 @@ func devSocket(t *testing.T, dir string) string {
 }
 
 // TestEntryChangesReachOpenStream: entries created and deleted with the
-// CLI reach an open FetchX509SVID stream within a second, pushed.
+// CLI reach an open FetchX509SVID stream, pushed: the stream's own
+// refresh is half an hour away, so an update seen within the wait below
+// was pushed. (How fast, 10 ms median, is BenchmarkEntryToStream's
+// business; the wait leaves room for a loaded CI machine.)
 func TestEntryChangesReachOpenStream(t *testing.T) {
 	dir := t.TempDir()
 	_, info := startDev(t, dir)
@@ -313,8 +316,8 @@ func TestEntryChangesReachOpenStream(t *testing.T) {
 		select {
 		case ids := <-updates:
 			return ids
-		case <-time.After(time.Second):
-			t.Fatalf("%s: nothing pushed within 1s", what)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: nothing pushed within 10s", what)
 		}
 		return nil
 	}
