@@ -25,6 +25,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/sigil-pki/sigil/acme/challenge/challengetest"
+	"github.com/sigil-pki/sigil/acme/jws"
 	"github.com/sigil-pki/sigil/config"
 )
 
@@ -130,7 +131,7 @@ func (c *acmeClient) register() {
 // TestACMEProblems: each bad request gets its problem type, and changes
 // nothing.
 func TestACMEProblems(t *testing.T) {
-	r := startRunning(t)
+	r, ka := startACME(t, nil)
 	c := newACMEClient(t, r)
 	c.register()
 
@@ -206,15 +207,31 @@ func TestACMEProblems(t *testing.T) {
 	if code, _, o, _ := c.post(orderURL, c.signed(orderURL, nil, c.freshNonce(), false, c.key)); code != http.StatusOK || o["status"] != "pending" || o["certificate"] != nil {
 		t.Errorf("order after refused finalize: %d %v", code, o)
 	}
-	// Make the order ready by validating its authorization through a
-	// challenge the test serves, then send a CSR with an extra name.
+	// Make the order ready by answering its http-01 challenge, then send
+	// a CSR with an extra name: badCSR, and the order stays ready.
 	authzURL := o["authorizations"].([]any)[0].(string)
 	_, _, az, _ := c.post(authzURL, c.signed(authzURL, nil, c.freshNonce(), false, c.key))
-	if az["status"] != "pending" {
-		t.Fatalf("authorization: %v", az)
+	for _, ch := range az["challenges"].([]any) {
+		if m := ch.(map[string]any); m["type"] == "http-01" {
+			keyAuth, _ := jws.KeyAuthorization(m["token"].(string), &jose.JSONWebKey{Key: c.key.Public()})
+			ka.Present(t.Context(), "b.localhost", m["token"].(string), keyAuth)
+			chURL := m["url"].(string)
+			if code, _, ch, _ := c.post(chURL, c.signed(chURL, map[string]any{}, c.freshNonce(), false, c.key)); code != http.StatusOK || ch["status"] != "valid" {
+				t.Fatalf("challenge: %d %v", code, ch)
+			}
+		}
 	}
-	if code, typ, _, _ := c.post(finalize, c.signed(finalize, map[string]string{"csr": csr("b.localhost", "c.localhost")}, c.freshNonce(), false, c.key)); code != http.StatusForbidden || typ != "orderNotReady" {
-		t.Errorf("finalize with an extra name before ready: %d %s", code, typ)
+	if _, _, o, _ := c.post(orderURL, c.signed(orderURL, nil, c.freshNonce(), false, c.key)); o["status"] != "ready" {
+		t.Fatalf("order after its challenge: %v", o)
+	}
+	if code, typ, _, _ := c.post(finalize, c.signed(finalize, map[string]string{"csr": csr("b.localhost", "c.localhost")}, c.freshNonce(), false, c.key)); code != http.StatusBadRequest || typ != "badCSR" {
+		t.Errorf("finalize with an extra name: %d %s, want 400 badCSR", code, typ)
+	}
+	if _, _, o, _ := c.post(orderURL, c.signed(orderURL, nil, c.freshNonce(), false, c.key)); o["status"] != "ready" || o["certificate"] != nil {
+		t.Errorf("order after a refused CSR: %v", o)
+	}
+	if code, _, o, _ := c.post(finalize, c.signed(finalize, map[string]string{"csr": csr("b.localhost")}, c.freshNonce(), false, c.key)); code != http.StatusOK || o["status"] != "valid" {
+		t.Errorf("finalize with the order's names after the refusal: %d %v", code, o)
 	}
 
 	// A deactivated account can do nothing more.
