@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,7 @@ type Store interface {
 	SetACMEAccountThumbprint(ctx context.Context, id, thumbprint string) error
 	PutACMEOrder(ctx context.Context, d storage.ACMEDoc, accountID string, expectRevision int64) error
 	GetACMEOrder(ctx context.Context, id string) (storage.ACMEDoc, error)
+	ListACMEOrders(ctx context.Context, accountID, after string, limit int) ([]storage.ACMEDoc, error)
 	PutACMEAuthz(ctx context.Context, d storage.ACMEDoc, accountID, identifier string, expiresAt time.Time, expectRevision int64) error
 	GetACMEAuthz(ctx context.Context, id string) (storage.ACMEDoc, error)
 	FindACMEAuthzs(ctx context.Context, accountID, identifier string, now time.Time) ([]storage.ACMEDoc, error)
@@ -204,6 +206,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /acme/new-nonce", s.handleNonce)
 	mux.HandleFunc("POST /acme/new-account", s.post(true, s.handleNewAccount))
 	mux.HandleFunc("POST /acme/account/{id}", s.post(false, s.handleAccount))
+	mux.HandleFunc("POST /acme/account/{id}/orders", s.post(false, s.handleOrders))
 	mux.HandleFunc("POST /acme/new-order", s.post(false, s.handleNewOrder))
 	mux.HandleFunc("POST /acme/order/{id}", s.post(false, s.handleOrder))
 	mux.HandleFunc("POST /acme/order/{id}/finalize", s.post(false, s.handleFinalize))
@@ -309,7 +312,7 @@ func (s *Server) postAny(h handler) http.HandlerFunc {
 			s.failErr(w, r, err)
 			return
 		}
-		req, err := s.verify.Verify(r.Context(), body, s.cfg.BaseURL+r.URL.Path, jws.KIDOrJWK)
+		req, err := s.verify.Verify(r.Context(), body, s.cfg.BaseURL+r.URL.RequestURI(), jws.KIDOrJWK)
 		if err != nil {
 			s.failErr(w, r, err)
 			return
@@ -358,7 +361,7 @@ func (s *Server) readJWS(r *http.Request, expectJWK bool) (*jws.Request, error) 
 	if expectJWK {
 		mode = jws.JWK
 	}
-	return s.verify.Verify(r.Context(), body, s.cfg.BaseURL+r.URL.Path, mode)
+	return s.verify.Verify(r.Context(), body, s.cfg.BaseURL+r.URL.RequestURI(), mode)
 }
 
 // accountKeys is the jws lookup of an account's key by its URL.
@@ -499,6 +502,38 @@ func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, req *jws.
 		}
 	}
 	return s.reply(w, r, http.StatusOK, s.accountJSON(doc.ID, a))
+}
+
+// ordersPage is how many stored orders one page of an orders list reads.
+const ordersPage = 100
+
+// handleOrders lists the account's orders (RFC 8555 §7.1.2.1) that are
+// not invalid and have not expired, a page at a time; a full page links
+// to the next with rel="next".
+func (s *Server) handleOrders(w http.ResponseWriter, r *http.Request, req *jws.Request, acct *storage.ACMEDoc) error {
+	if r.PathValue("id") != acct.ID {
+		return unauthorized("the request is signed by another account")
+	}
+	if !req.IsPostAsGet() {
+		return malformed("an orders list is read with POST-as-GET")
+	}
+	docs, err := s.cfg.Store.ListACMEOrders(r.Context(), acct.ID, r.URL.Query().Get("cursor"), ordersPage)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	urls := []string{}
+	for _, d := range docs {
+		var o order
+		if json.Unmarshal([]byte(d.Data), &o) == nil && o.Status != statusInvalid && now.Before(o.Expires) {
+			urls = append(urls, s.url("order/"+d.ID))
+		}
+	}
+	if len(docs) == ordersPage {
+		next := s.url("account/"+acct.ID+"/orders") + "?cursor=" + url.QueryEscape(docs[len(docs)-1].ID)
+		w.Header().Add("Link", `<`+next+`>;rel="next"`)
+	}
+	return s.reply(w, r, http.StatusOK, map[string]any{"orders": urls})
 }
 
 // Certificate profiles (the directory's meta.profiles).

@@ -484,3 +484,57 @@ func TestLegoAlternateChain(t *testing.T) {
 		}
 	}
 }
+
+// TestACMEOrdersList: the account's orders URL lists its live orders a
+// page at a time, follows rel="next", and is the account's alone.
+func TestACMEOrdersList(t *testing.T) {
+	r, _ := startACME(t, nil)
+	c := newACMEClient(t, r)
+	c.register()
+	want := map[string]bool{}
+	for i := range ordersPageForTest + 5 {
+		code, _, _, h := c.post(c.url("new-order"), c.signed(c.url("new-order"), map[string]any{
+			"identifiers": []map[string]string{{"type": "dns", "value": fmt.Sprintf("l%d.localhost", i)}}}, c.freshNonce(), false, c.key))
+		if code != http.StatusCreated {
+			t.Fatalf("new-order %d: %d", i, code)
+		}
+		want[h.Get("Location")] = true
+	}
+	_, _, acct, _ := c.post(c.kid, c.signed(c.kid, nil, c.freshNonce(), false, c.key))
+	next, _ := acct["orders"].(string)
+	got := map[string]bool{}
+	pages := 0
+	for next != "" {
+		code, _, page, h := c.post(next, c.signed(next, nil, c.freshNonce(), false, c.key))
+		if code != http.StatusOK {
+			t.Fatalf("orders page %s: %d %v", next, code, page)
+		}
+		pages++
+		for _, u := range page["orders"].([]any) {
+			got[u.(string)] = true
+		}
+		next = ""
+		for _, l := range h.Values("Link") {
+			if u, ok := strings.CutSuffix(l, `>;rel="next"`); ok {
+				next = strings.TrimPrefix(u, "<")
+			}
+		}
+	}
+	if pages != 2 || len(got) != len(want) {
+		t.Fatalf("%d pages, %d orders listed of %d", pages, len(got), len(want))
+	}
+	for u := range want {
+		if !got[u] {
+			t.Errorf("order %s not listed", u)
+		}
+	}
+	other := newACMEClient(t, r)
+	other.register()
+	ordersURL := acct["orders"].(string)
+	if code, typ, _, _ := other.post(ordersURL, other.signed(ordersURL, nil, other.freshNonce(), false, other.key)); code != http.StatusForbidden || typ != "unauthorized" {
+		t.Fatalf("another account's orders: %d %s", code, typ)
+	}
+}
+
+// ordersPageForTest is the acme package's page size of orders lists.
+const ordersPageForTest = 100

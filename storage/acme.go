@@ -10,7 +10,7 @@ import (
 
 type acmeQueries struct {
 	insertAccount, updateAccount, getAccount, getAccountByThumb, setThumb string
-	insertOrder, updateOrder, getOrder                                    string
+	insertOrder, updateOrder, getOrder, listOrders                        string
 	insertAuthz, updateAuthz, getAuthz, findAuthzs                        string
 }
 
@@ -24,6 +24,7 @@ func newACMEQueries(d dialect) *acmeQueries {
 		insertOrder:       d.sql(`INSERT INTO acme_orders (id, account_id, data, revision) VALUES (?, ?, ?, 1)`),
 		updateOrder:       d.sql(`UPDATE acme_orders SET data = ?, revision = revision + 1 WHERE id = ? AND revision = ?`),
 		getOrder:          d.sql(`SELECT id, data, revision FROM acme_orders WHERE id = ?`),
+		listOrders:        d.sql(`SELECT id, data, revision FROM acme_orders WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?`),
 		insertAuthz:       d.sql(`INSERT INTO acme_authzs (id, account_id, identifier, expires_at, data, revision) VALUES (?, ?, ?, ?, ?, 1)`),
 		updateAuthz:       d.sql(`UPDATE acme_authzs SET data = ?, expires_at = ?, revision = revision + 1 WHERE id = ? AND revision = ?`),
 		getAuthz:          d.sql(`SELECT id, data, revision FROM acme_authzs WHERE id = ?`),
@@ -138,6 +139,28 @@ func (db *DB) PutACMEOrder(ctx context.Context, d ACMEDoc, accountID string, exp
 // GetACMEOrder returns an order, or ErrNotFound.
 func (db *DB) GetACMEOrder(ctx context.Context, id string) (ACMEDoc, error) {
 	return db.getDoc(ctx, "ACME order", db.acmeQ().getOrder, id)
+}
+
+// ListACMEOrders returns up to limit (at most MaxListLimit) of the
+// account's orders with IDs after after, in ID order.
+func (db *DB) ListACMEOrders(ctx context.Context, accountID, after string, limit int) ([]ACMEDoc, error) {
+	rows, err := db.read.QueryContext(ctx, db.acmeQ().listOrders, accountID, after, listLimit(limit))
+	if err != nil {
+		return nil, fmt.Errorf("listing the orders of ACME account %s: %w", accountID, err)
+	}
+	defer rows.Close()
+	var out []ACMEDoc
+	for rows.Next() {
+		d, err := scanDoc(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing the orders of ACME account %s: %w", accountID, err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing the orders of ACME account %s: %w", accountID, err)
+	}
+	return out, nil
 }
 
 // PutACMEAuthz creates or compare-and-swaps an authorization.

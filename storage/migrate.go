@@ -242,6 +242,14 @@ var migrations = []migration{
 			`DROP TABLE acme_nonces`,
 		},
 	},
+	{
+		version: 8,
+		name:    "acme orders by account",
+		stmts: []string{
+			// An account's orders list (RFC 8555 §7.1.2.1), paged by ID.
+			`CREATE INDEX acme_orders_account ON acme_orders (account_id, id)`,
+		},
+	},
 }
 
 // LatestSchemaVersion is the highest schema version this binary knows.

@@ -321,6 +321,9 @@ type Store interface {
 	SetACMEAccountThumbprint(ctx context.Context, id, thumbprint string) error
 	PutACMEOrder(ctx context.Context, d ACMEDoc, accountID string, expectRevision int64) error
 	GetACMEOrder(ctx context.Context, id string) (ACMEDoc, error)
+	// ListACMEOrders returns up to limit (at most MaxListLimit) of the
+	// account's orders with IDs after after, in ID order.
+	ListACMEOrders(ctx context.Context, accountID, after string, limit int) ([]ACMEDoc, error)
 	PutACMEAuthz(ctx context.Context, d ACMEDoc, accountID, identifier string, expiresAt time.Time, expectRevision int64) error
 	GetACMEAuthz(ctx context.Context, id string) (ACMEDoc, error)
 	// FindACMEAuthzs returns the account's authorizations for identifier

@@ -3,6 +3,7 @@ package storagetest
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -60,6 +61,36 @@ func testACMEOrders(t *testing.T, s storage.Store) {
 	}
 	if o, err := s.GetACMEOrder(ctx, "o1"); err != nil || o.Data != `{"status":"ready"}` || o.Revision != 2 {
 		t.Errorf("order: %+v %v", o, err)
+	}
+	for _, id := range []string{"o3", "o2", "o4"} {
+		if err := s.PutACMEOrder(ctx, storage.ACMEDoc{ID: id, Data: `{}`}, "acct", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutACMEOrder(ctx, storage.ACMEDoc{ID: "o0", Data: `{}`}, "other", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		after string
+		limit int
+		want  []string
+	}{
+		{"", 0, []string{"o1", "o2", "o3", "o4"}},
+		{"", 2, []string{"o1", "o2"}},
+		{"o2", 2, []string{"o3", "o4"}},
+		{"o4", 2, nil},
+	} {
+		docs, err := s.ListACMEOrders(ctx, "acct", tc.after, tc.limit)
+		var ids []string
+		for _, d := range docs {
+			ids = append(ids, d.ID)
+		}
+		if err != nil || !slices.Equal(ids, tc.want) {
+			t.Errorf("orders after %q, limit %d: %v %v, want %v", tc.after, tc.limit, ids, err, tc.want)
+		}
+	}
+	if docs, _ := s.ListACMEOrders(ctx, "acct", "", 1); len(docs) != 1 || docs[0].Data != `{"status":"ready"}` || docs[0].Revision != 2 {
+		t.Errorf("listed order: %+v", docs)
 	}
 	for i, exp := range []time.Duration{time.Hour, 2 * time.Hour, -time.Hour} {
 		id := []string{"z1", "z2", "z3"}[i]
