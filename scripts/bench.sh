@@ -5,6 +5,7 @@
 #  3. `sigil dev` start-up until /healthz answers 200 (fresh and reused dir)
 #  4. the Workload API: cached fetch latency, fresh SVIDs/s, entry-to-stream,
 #     10,000 open streams
+#  5. ACME orders with the lego v5 library (its API client and its Obtain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CGO_ENABLED=1
@@ -49,3 +50,6 @@ go test -run '^$' -bench 'BenchmarkWorkloadFetchCached' -benchtime 5000x -count 
 go test -run '^$' -bench 'BenchmarkWorkloadMintFresh' -benchtime 8x -count 3 ./server | grep -E '^Benchmark' >>"$out"
 go test -run '^$' -bench 'BenchmarkEntryToStream' -benchtime 50x -count 3 ./server | grep -E '^Benchmark' >>"$out"
 go test -run '^$' -bench 'BenchmarkOpenStreams' -benchtime 1x -count 3 ./server | grep -E '^Benchmark' >>"$out"
+
+echo "## ACME orders, 16 accounts: lego's API client, then lego's own Obtain flow" >>"$out"
+go test -run '^$' -bench 'BenchmarkACMEOrders$|BenchmarkACMELegoObtain' -benchtime 3000x -count 3 ./server | grep -E '^Benchmark' >>"$out"
