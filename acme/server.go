@@ -745,15 +745,17 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *jws
 		}
 	}
 	o := order{AccountID: acct.ID, Status: statusPending, Identifiers: ids, Expires: now.Add(orderTTL), Profile: in.Profile, Replaces: in.Replaces}
+	ready := true
 	for _, id := range ids {
-		azID, err := s.authzFor(ctx, acct.ID, id, now)
+		azID, status, err := s.authzFor(ctx, acct.ID, id, now)
 		if err != nil {
 			return err
 		}
 		o.Authzs = append(o.Authzs, azID)
+		ready = ready && status == statusValid
 	}
-	if err := s.refreshOrder(ctx, &o); err != nil {
-		return err
+	if ready {
+		o.Status = statusReady
 	}
 	data, _ := json.Marshal(o)
 	id := newID()
@@ -788,15 +790,15 @@ func (s *Server) checkReplaces(ctx context.Context, accountID, certID string, id
 
 // authzFor reuses the account's valid authorization for id or makes a
 // pending one.
-func (s *Server) authzFor(ctx context.Context, accountID string, id ID, now time.Time) (string, error) {
+func (s *Server) authzFor(ctx context.Context, accountID string, id ID, now time.Time) (azID, status string, err error) {
 	docs, err := s.cfg.Store.FindACMEAuthzs(ctx, accountID, id.key(), now)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	for _, d := range slices.Backward(docs) {
 		var az authz
 		if json.Unmarshal([]byte(d.Data), &az) == nil && (az.Status == statusValid || az.Status == statusPending) {
-			return d.ID, nil
+			return d.ID, az.Status, nil
 		}
 	}
 	az := authz{AccountID: accountID, Identifier: id, Status: statusPending, Expires: now.Add(pendingAuthTTL)}
@@ -814,11 +816,11 @@ func (s *Server) authzFor(ctx context.Context, accountID string, id ID, now time
 		}
 	}
 	data, _ := json.Marshal(az)
-	azID := newID()
+	azID = newID()
 	if err := s.cfg.Store.PutACMEAuthz(ctx, storage.ACMEDoc{ID: azID, Data: string(data)}, accountID, id.key(), az.Expires, 0); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return azID, nil
+	return azID, statusPending, nil
 }
 
 // loadDoc reads a stored ACME object and decodes it.
