@@ -45,6 +45,9 @@ const (
 	defaultACMECertTTL       = Duration(24 * time.Hour)
 	defaultLogBatchSize      = 1024
 	defaultLogBatchDelay     = Duration(2 * time.Millisecond)
+	defaultAgentSVIDTTL      = Duration(time.Hour)
+	defaultJoinTokenMaxTTL   = Duration(24 * time.Hour)
+	defaultAgentSyncInterval = Duration(10 * time.Second)
 )
 
 // defaultServerNames are always in the default Listen.ServerNames.
@@ -141,6 +144,11 @@ func (c *Config) ApplyDefaults() {
 	if c.WorkloadAPI.RotateAt == 0 {
 		c.WorkloadAPI.RotateAt = defaultRotateAt
 	}
+	if c.Agents.SVIDTTL == 0 {
+		c.Agents.SVIDTTL = min(defaultAgentSVIDTTL, c.CA.Leaf.MaxTTL)
+	}
+	setDuration(&c.Agents.JoinTokenMaxTTL, defaultJoinTokenMaxTTL)
+	setDuration(&c.Agents.SyncInterval, defaultAgentSyncInterval)
 	setInt(&c.TransparencyLog.BatchSize, defaultLogBatchSize)
 	setDuration(&c.TransparencyLog.BatchDelay, defaultLogBatchDelay)
 }

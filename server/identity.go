@@ -93,6 +93,7 @@ func (s *Server) refreshEntries(ctx context.Context) error {
 	st.entries, st.entriesFP, st.revision, st.loaded = all, fp.String(), rev, true
 	st.mu.Unlock()
 	if changed {
+		s.agents.update(all)
 		st.updates.Notify()
 	}
 	return nil
@@ -125,7 +126,8 @@ func (w workloadEntries) MatchingEntries(ctx context.Context, selectors []string
 	defer st.mu.RUnlock()
 	var out []entry.Entry
 	for _, e := range st.entries {
-		if e.Matches(selectors) {
+		// An entry with a parent is served by that agent, not here.
+		if e.ParentID == "" && e.Matches(selectors) {
 			out = append(out, e)
 		}
 	}
@@ -214,13 +216,13 @@ func (s *Server) entriesIfChanged(ctx context.Context) error {
 // each is recorded and logged before the workload receives it.
 type workloadAuthority struct{ s *Server }
 
-func (w workloadAuthority) IssueX509SVID(ctx context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*x509.Certificate, []*x509.Certificate, error) {
+func (w workloadAuthority) IssueX509SVID(ctx context.Context, e entry.Entry, key crypto.Signer) (*x509.Certificate, []*x509.Certificate, error) {
 	auth, err := w.s.Authority()
 	if err != nil {
 		return nil, nil, err
 	}
-	iss, err := auth.Issue(context.WithValue(ctx, callerKey{}, spiffeID), ca.Request{
-		Profile: ca.ProfileSVID, SPIFFEID: spiffeID, DNSNames: dns, PublicKey: pub, TTL: ttl,
+	iss, err := auth.Issue(context.WithValue(ctx, callerKey{}, e.SPIFFEID), ca.Request{
+		Profile: ca.ProfileSVID, SPIFFEID: e.SPIFFEID, DNSNames: e.DNSNames, PublicKey: key.Public(), TTL: e.X509SVIDTTL,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -228,12 +230,12 @@ func (w workloadAuthority) IssueX509SVID(ctx context.Context, spiffeID string, d
 	return iss.Certificate, iss.Chain, nil
 }
 
-func (w workloadAuthority) MintJWTSVID(ctx context.Context, spiffeID string, audience []string, ttl time.Duration) (string, time.Time, error) {
+func (w workloadAuthority) MintJWTSVID(ctx context.Context, e entry.Entry, audience []string) (string, time.Time, error) {
 	jwt, err := w.s.jwtIssuer()
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	return jwt.Mint(context.WithValue(ctx, callerKey{}, spiffeID), spiffeID, audience, ttl)
+	return jwt.Mint(context.WithValue(ctx, callerKey{}, e.SPIFFEID), e.SPIFFEID, audience, e.JWTSVIDTTL)
 }
 
 func (w workloadAuthority) Trust() *workload.Trust {

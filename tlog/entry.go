@@ -73,6 +73,9 @@ const (
 	KindEntryCreate     = "entry.create"
 	KindEntryUpdate     = "entry.update"
 	KindEntryDelete     = "entry.delete"
+	KindAgentToken      = "agent.token"
+	KindAgentAttest     = "agent.attest"
+	KindAgentEvict      = "agent.evict"
 	entryEncodingV1     = 0x01
 	maxKindLen          = 64
 	maxActorLen         = 1024

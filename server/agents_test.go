@@ -1,0 +1,404 @@
+package server
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sigil-pki/sigil/config"
+	"github.com/sigil-pki/sigil/identity/agentapi"
+	"github.com/sigil-pki/sigil/storage"
+)
+
+// testAgent is an attested agent as the server sees it from outside.
+type testAgent struct {
+	node   string
+	id     string
+	client *http.Client
+	leaf   *x509.Certificate
+}
+
+// postJSON sends body as JSON and decodes a 200 answer into out, or
+// returns the status and the error document.
+func postJSON(t testing.TB, c *http.Client, url string, body, out any) (int, agentapi.ErrorDocument) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var doc agentapi.ErrorDocument
+	if resp.StatusCode != http.StatusOK {
+		json.Unmarshal(raw, &doc)
+		return resp.StatusCode, doc
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("decoding %s: %v", raw, err)
+		}
+	}
+	return resp.StatusCode, doc
+}
+
+func newCSR(t testing.TB) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, der
+}
+
+// joinToken makes a join token as the operator.
+func (r *runningServer) joinToken(t testing.TB, node string) string {
+	t.Helper()
+	var out JoinTokenResponse
+	if code, doc := postJSON(t, r.admin, r.adminURL+"/v1/agents/join-tokens", JoinTokenRequest{NodeID: node}, &out); code != http.StatusOK {
+		t.Fatalf("creating join token: %d %v", code, doc)
+	}
+	return out.Token
+}
+
+// attestAgent attests node with a fresh join token.
+func (r *runningServer) attestAgent(t testing.TB, node string) *testAgent {
+	t.Helper()
+	key, csr := newCSR(t)
+	var out agentapi.SVIDResponse
+	if code, doc := postJSON(t, r.clientWith(tls.Certificate{}), r.adminURL+agentapi.PathAttest,
+		agentapi.AttestRequest{JoinToken: r.joinToken(t, node), CSR: csr}, &out); code != http.StatusOK {
+		t.Fatalf("attesting %s: %d %v", node, code, doc)
+	}
+	leaf, err := x509.ParseCertificate(out.Chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testAgent{node: node, id: out.SPIFFEID, leaf: leaf,
+		client: r.clientWith(tls.Certificate{Certificate: out.Chain, PrivateKey: key, Leaf: leaf})}
+}
+
+// parentedEntry creates an entry for this process parented to agent.
+func (r *runningServer) parentedEntry(t testing.TB, spiffeID, parent string) EntryJSON {
+	t.Helper()
+	var out EntryJSON
+	if code, doc := postJSON(t, r.admin, r.adminURL+"/v1/entries",
+		EntryJSON{SPIFFEID: spiffeID, ParentID: parent, Selectors: []string{uidSelector()}}, &out); code != http.StatusOK {
+		t.Fatalf("creating entry %s: %d %v", spiffeID, code, doc)
+	}
+	return out
+}
+
+func TestAgentAttestJoinToken(t *testing.T) {
+	r := startRunning(t)
+	anon := r.clientWith(tls.Certificate{})
+	url := r.adminURL + agentapi.PathAttest
+	_, csr := newCSR(t)
+
+	token := r.joinToken(t, "node-a")
+	tests := []struct {
+		name     string
+		req      agentapi.AttestRequest
+		wantCode int
+		wantErr  string
+	}{
+		{"no credential", agentapi.AttestRequest{CSR: csr}, http.StatusUnauthorized, agentapi.CodeUnauthenticated},
+		{"unknown token", agentapi.AttestRequest{JoinToken: "nope", CSR: csr}, http.StatusUnauthorized, agentapi.CodeUnauthenticated},
+		{"bad CSR", agentapi.AttestRequest{JoinToken: token, CSR: []byte("junk")}, http.StatusBadRequest, agentapi.CodeBadRequest},
+		{"bad node ID", agentapi.AttestRequest{JoinToken: token, NodeID: "Node A", CSR: csr}, http.StatusBadRequest, agentapi.CodeBadRequest},
+		{"another node", agentapi.AttestRequest{JoinToken: token, NodeID: "node-b", CSR: csr}, http.StatusBadRequest, agentapi.CodeBadRequest},
+		// The refusals above left the token usable.
+		{"good", agentapi.AttestRequest{JoinToken: token, CSR: csr}, http.StatusOK, ""},
+		{"token reused", agentapi.AttestRequest{JoinToken: token, CSR: csr}, http.StatusUnauthorized, agentapi.CodeUnauthenticated},
+	}
+	for _, tt := range tests {
+		var out agentapi.SVIDResponse
+		code, doc := postJSON(t, anon, url, tt.req, &out)
+		if code != tt.wantCode || doc.Code != tt.wantErr {
+			t.Errorf("%s: %d %+v, want %d %s", tt.name, code, doc, tt.wantCode, tt.wantErr)
+			continue
+		}
+		if code != http.StatusOK {
+			continue
+		}
+		leaf, err := x509.ParseCertificate(out.Chain[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "spiffe://example.org/sigil/agent/node-a"; out.SPIFFEID != want || leaf.URIs[0].String() != want {
+			t.Errorf("agent SVID for %s / %s, want %s", out.SPIFFEID, leaf.URIs[0], want)
+		}
+		if len(out.Roots) == 0 {
+			t.Error("no roots in the attestation answer")
+		}
+		a, err := r.store.GetAgent(t.Context(), "node-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Attestation != agentapi.MethodJoinToken || a.Serial == "" || a.Evicted() {
+			t.Errorf("stored agent %+v", a)
+		}
+	}
+
+	// A token without a node needs one in the request.
+	open := r.joinToken(t, "")
+	if code, doc := postJSON(t, anon, url, agentapi.AttestRequest{JoinToken: open, CSR: csr}, nil); code != http.StatusBadRequest {
+		t.Errorf("token without node, request without node: %d %v", code, doc)
+	}
+	if code, doc := postJSON(t, anon, url, agentapi.AttestRequest{JoinToken: open, NodeID: "node-c", CSR: csr}, nil); code != http.StatusOK {
+		t.Errorf("token without node, request naming node-c: %d %v", code, doc)
+	}
+}
+
+func TestAgentRenewSignAndParentCheck(t *testing.T) {
+	r := startRunning(t)
+	a, b := r.attestAgent(t, "node-a"), r.attestAgent(t, "node-b")
+	ea := r.parentedEntry(t, "spiffe://example.org/web-a", a.id)
+	eb := r.parentedEntry(t, "spiffe://example.org/web-b", b.id)
+
+	// Renewal: a fresh SVID, and the stored serial follows it.
+	_, csr := newCSR(t)
+	var renewed agentapi.SVIDResponse
+	if code, doc := postJSON(t, a.client, r.adminURL+agentapi.PathRenew, agentapi.RenewRequest{CSR: csr}, &renewed); code != http.StatusOK {
+		t.Fatalf("renew: %d %v", code, doc)
+	}
+	leaf, _ := x509.ParseCertificate(renewed.Chain[0])
+	if stored, _ := r.store.GetAgent(t.Context(), "node-a"); stored.Serial != leaf.SerialNumber.Text(16) {
+		t.Errorf("stored serial %s, renewed %s", stored.Serial, leaf.SerialNumber.Text(16))
+	}
+
+	_, wcsr := newCSR(t)
+	var signed agentapi.SignResponse
+	code, doc := postJSON(t, a.client, r.adminURL+agentapi.PathSign,
+		agentapi.SignRequest{Requests: []agentapi.CSRForEntry{{EntryID: ea.ID, CSR: wcsr}}}, &signed)
+	if code != http.StatusOK {
+		t.Fatalf("sign for own entry: %d %v", code, doc)
+	}
+	cert, err := x509.ParseCertificate(signed.SVIDs[0].Chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.URIs[0].String() != ea.SPIFFEID {
+		t.Errorf("signed for %s, want %s", cert.URIs[0], ea.SPIFFEID)
+	}
+	// Recorded, on the log, and noted under the agent before it was returned.
+	if _, err := r.store.GetCertificate(t.Context(), cert.SerialNumber.Text(16)); err != nil {
+		t.Errorf("workload SVID not on record: %v", err)
+	}
+	l, err := r.transparencyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if findIssuance(t, l, checkpointOf(t, r.Server, l).Size, cert.Raw) < 0 {
+		t.Error("workload SVID not on the transparency log")
+	}
+	certs, err := r.store.AgentCertificates(t.Context(), "node-a", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(certs, func(c storage.AgentCertificate) bool { return c.Serial == cert.SerialNumber.Text(16) }) {
+		t.Error("workload SVID not noted under node-a")
+	}
+
+	refused := []struct {
+		name   string
+		client *http.Client
+		req    agentapi.SignRequest
+		code   int
+		errc   string
+	}{
+		{"another agent's entry", a.client, agentapi.SignRequest{Requests: []agentapi.CSRForEntry{{EntryID: eb.ID, CSR: wcsr}}}, http.StatusForbidden, agentapi.CodeNotParent},
+		{"own and another's", a.client, agentapi.SignRequest{Requests: []agentapi.CSRForEntry{{EntryID: ea.ID, CSR: wcsr}, {EntryID: eb.ID, CSR: wcsr}}}, http.StatusForbidden, agentapi.CodeNotParent},
+		{"unknown entry", a.client, agentapi.SignRequest{Requests: []agentapi.CSRForEntry{{EntryID: "00", CSR: wcsr}}}, http.StatusForbidden, agentapi.CodeNotParent},
+		{"bad CSR", a.client, agentapi.SignRequest{Requests: []agentapi.CSRForEntry{{EntryID: ea.ID, CSR: []byte{1}}}}, http.StatusBadRequest, agentapi.CodeBadRequest},
+		{"no requests", a.client, agentapi.SignRequest{}, http.StatusBadRequest, agentapi.CodeBadRequest},
+		{"no client certificate", r.clientWith(tls.Certificate{}), agentapi.SignRequest{Requests: []agentapi.CSRForEntry{{EntryID: ea.ID, CSR: wcsr}}}, http.StatusUnauthorized, agentapi.CodeUnauthenticated},
+		{"operator is not an agent", r.admin, agentapi.SignRequest{Requests: []agentapi.CSRForEntry{{EntryID: ea.ID, CSR: wcsr}}}, http.StatusForbidden, agentapi.CodeUnauthenticated},
+	}
+	before, err := r.store.AgentCertificates(t.Context(), "node-a", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range refused {
+		code, doc := postJSON(t, tt.client, r.adminURL+agentapi.PathSign, tt.req, nil)
+		if code != tt.code || doc.Code != tt.errc {
+			t.Errorf("%s: %d %+v, want %d %s", tt.name, code, doc, tt.code, tt.errc)
+		}
+	}
+	after, _ := r.store.AgentCertificates(t.Context(), "node-a", time.Now())
+	if len(after) != len(before) {
+		t.Errorf("refused requests signed %d certificates", len(after)-len(before))
+	}
+
+	var jwt agentapi.JWTResponse
+	if code, doc := postJSON(t, a.client, r.adminURL+agentapi.PathJWT, agentapi.JWTRequest{EntryID: ea.ID, Audience: []string{"db"}}, &jwt); code != http.StatusOK || jwt.Token == "" {
+		t.Errorf("JWT for own entry: %d %v", code, doc)
+	}
+	if code, _ := postJSON(t, a.client, r.adminURL+agentapi.PathJWT, agentapi.JWTRequest{EntryID: eb.ID, Audience: []string{"db"}}, nil); code != http.StatusForbidden {
+		t.Errorf("JWT for another agent's entry: %d", code)
+	}
+
+	// Entries with a parent are not served by the server's own socket,
+	// and a parent must be an agent ID.
+	if code, _ := postJSON(t, r.admin, r.adminURL+"/v1/entries", EntryJSON{SPIFFEID: "spiffe://example.org/x",
+		ParentID: "spiffe://example.org/not-an-agent", Selectors: []string{uidSelector()}}, nil); code != http.StatusBadRequest {
+		t.Errorf("entry with a non-agent parent: %d", code)
+	}
+	got, err := workloadEntries{r.Server}.MatchingEntries(t.Context(), []string{uidSelector()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Errorf("the server's socket would serve %d parented entries", len(got))
+	}
+}
+
+// syncStream reads an agent's sync stream.
+type syncStream struct {
+	body io.Closer
+	msgs chan *agentapi.SyncMessage
+}
+
+func openSync(t *testing.T, r *runningServer, a *testAgent) *syncStream {
+	t.Helper()
+	resp, err := a.client.Get(r.adminURL + agentapi.PathSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("sync: %s", resp.Status)
+	}
+	s := &syncStream{body: resp.Body, msgs: make(chan *agentapi.SyncMessage, 64)}
+	t.Cleanup(func() { resp.Body.Close() })
+	go func() {
+		defer close(s.msgs)
+		dec := agentapi.NewDecoder(resp.Body)
+		for {
+			m, err := dec.Decode()
+			if err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+					t.Logf("sync stream: %v", err)
+				}
+				return
+			}
+			s.msgs <- m
+		}
+	}()
+	return s
+}
+
+// next returns the next message that is not a reconcile, within 2 s.
+func (s *syncStream) next(t *testing.T) *agentapi.SyncMessage {
+	t.Helper()
+	deadline := time.After(2 * time.Second)
+	for {
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				t.Fatal("sync stream ended")
+			}
+			if m.Kind != agentapi.KindReconcile {
+				return m
+			}
+		case <-deadline:
+			t.Fatal("no sync message within 2s")
+		}
+	}
+}
+
+func TestAgentSyncStream(t *testing.T) {
+	cfg := testConfig(t, "dev")
+	cfg.Agents.SyncInterval = config.Duration(time.Second)
+	r := startRunningWith(t, cfg)
+	a, b := r.attestAgent(t, "node-a"), r.attestAgent(t, "node-b")
+	first := r.parentedEntry(t, "spiffe://example.org/a/1", a.id)
+	r.parentedEntry(t, "spiffe://example.org/b/1", b.id)
+
+	s := openSync(t, r, a)
+	full := s.next(t)
+	if full.Kind != agentapi.KindFull || len(full.Upserts) != 1 || full.Upserts[0].ID != first.ID || full.Trust == nil {
+		t.Fatalf("first message %+v, want a full set of one entry with trust", full)
+	}
+	revs := map[string]int64{first.ID: first.Revision}
+	if full.Digest != agentapi.Digest(revs) {
+		t.Error("full digest does not match the entries sent")
+	}
+
+	// A change to another agent's entries is not sent; one to ours is, alone.
+	r.parentedEntry(t, "spiffe://example.org/b/2", b.id)
+	second := r.parentedEntry(t, "spiffe://example.org/a/2", a.id)
+	m := s.next(t)
+	if m.Kind != agentapi.KindDelta || len(m.Upserts) != 1 || m.Upserts[0].ID != second.ID || len(m.Deleted) != 0 {
+		t.Fatalf("after creating a/2: %+v, want a delta of that entry alone", m)
+	}
+	revs[second.ID] = second.Revision
+	if m.Digest != agentapi.Digest(revs) {
+		t.Error("delta digest does not match")
+	}
+
+	req, _ := http.NewRequest(http.MethodDelete, r.adminURL+"/v1/entries/"+first.ID, nil)
+	resp, err := r.admin.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	m = s.next(t)
+	if m.Kind != agentapi.KindDelta || len(m.Upserts) != 0 || !slices.Equal(m.Deleted, []string{first.ID}) {
+		t.Fatalf("after deleting a/1: %+v", m)
+	}
+	delete(revs, first.ID)
+
+	// The periodic reconcile carries the same digest.
+	deadline := time.After(3 * time.Second)
+	for done := false; !done; {
+		select {
+		case m := <-s.msgs:
+			if m.Kind == agentapi.KindReconcile {
+				if m.Digest != agentapi.Digest(revs) {
+					t.Error("reconcile digest differs from the entries held")
+				}
+				done = true
+			}
+		case <-deadline:
+			t.Fatal("no reconcile within 3s at a 1s interval")
+		}
+	}
+
+	// Eviction ends the stream with a notice, revokes what was signed,
+	// and refuses the agent from then on.
+	var ev AgentJSON
+	if code, doc := postJSON(t, r.admin, r.adminURL+"/v1/agents/node-a/evict", struct{}{}, &ev); code != http.StatusOK || ev.EvictedAt == "" {
+		t.Fatalf("evict: %d %v %+v", code, doc, ev)
+	}
+	if m := s.next(t); m.Kind != agentapi.KindEvicted {
+		t.Fatalf("after eviction: %+v", m)
+	}
+	rec, err := r.store.GetCertificate(t.Context(), a.leaf.SerialNumber.Text(16))
+	if err != nil || !rec.Revoked() {
+		t.Errorf("agent SVID after eviction: %+v, %v; want revoked", rec, err)
+	}
+	_, csr := newCSR(t)
+	if code, _ := postJSON(t, a.client, r.adminURL+agentapi.PathRenew, agentapi.RenewRequest{CSR: csr}, nil); code == http.StatusOK {
+		t.Error("an evicted agent renewed its SVID")
+	}
+	// Its node comes back only with a new join token.
+	r.attestAgent(t, "node-a")
+	if got, _ := r.store.GetAgent(t.Context(), "node-a"); got.Evicted() {
+		t.Error("re-attestation with a new token left the node evicted")
+	}
+}
