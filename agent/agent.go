@@ -104,6 +104,9 @@ type Agent struct {
 	evicted  bool
 	lastSync time.Time
 	kept     map[string]keptSVID
+	spares   map[string]keptSVID
+	prefetch map[string]*time.Timer
+	runCtx   context.Context
 	files    map[string]keptFile
 	dirty    bool
 }
@@ -185,6 +188,9 @@ func (a *Agent) Run(ctx context.Context, l *net.UnixListener) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	a.mu.Lock()
+	a.runCtx = ctx
+	a.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { a.renewLoop(ctx, cancel) })
 	wg.Go(func() { a.syncLoop(ctx, cancel) })

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,9 +13,6 @@ import (
 	"github.com/sigil-pki/sigil/identity/entry"
 	"github.com/sigil-pki/sigil/identity/workload"
 )
-
-// errNotReady answers workloads while the agent has no entries or trust.
-var errNotReady = errors.New("agent: not attested or not synchronised")
 
 // emptyTrust is served before the first trust arrives: nothing to trust.
 var emptyTrust = &workload.Trust{}

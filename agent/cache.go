@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdsa"
@@ -13,12 +14,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/sigil-pki/sigil/identity/agentapi"
-	"github.com/sigil-pki/sigil/internal/atomicfile"
 	"github.com/sigil-pki/sigil/identity/entry"
+	"github.com/sigil-pki/sigil/identity/workload"
+	"github.com/sigil-pki/sigil/internal/atomicfile"
 )
 
 // The cache is two files in the agent's data directory:
@@ -153,8 +156,10 @@ type cacheState struct {
 	AgentKey   []byte           `json:"agent_key"`
 	Entries    []agentapi.Entry `json:"entries"`
 	Trust      *agentapi.Trust  `json:"trust"`
-	// SVIDs are workload SVIDs by entry ID.
-	SVIDs map[string]keptSVID `json:"svids"`
+	// SVIDs are the workload SVIDs handed out, Spares those signed in
+	// advance, by entry ID.
+	SVIDs  map[string]keptSVID `json:"svids"`
+	Spares map[string]keptSVID `json:"spares"`
 	// Files are rendered secret files by destination path.
 	Files map[string]keptFile `json:"files,omitempty"`
 }
@@ -224,8 +229,15 @@ func removeIfExists(p string) error {
 	return nil
 }
 
-// Keep implements workload.Keeper.
+// Keep implements workload.Keeper: the SVID handed out for the entry is
+// remembered, and a spare is signed in advance halfway to its rotation,
+// so that a rotation can still be handed out while the server is away.
 func (a *Agent) Keep(e entry.Entry, chainDER, keyDER []byte) {
+	certs, err := x509.ParseCertificates(chainDER)
+	if err != nil || len(certs) == 0 {
+		return
+	}
+	leaf, now := certs[0], a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.kept == nil {
@@ -233,17 +245,117 @@ func (a *Agent) Keep(e entry.Entry, chainDER, keyDER []byte) {
 	}
 	a.kept[e.ID] = keptSVID{Revision: e.Revision, Chain: chainDER, Key: keyDER}
 	a.dirty = true
+	if a.runCtx == nil {
+		return
+	}
+	start := leaf.NotBefore
+	if now.After(start) {
+		start = now
+	}
+	rotateAt := a.cfg.RotateAt
+	if rotateAt <= 0 || rotateAt >= 1 {
+		rotateAt = workload.DefaultRotateAt
+	}
+	wait := time.Duration(float64(leaf.NotAfter.Sub(start))*rotateAt) / 2
+	if t := a.prefetch[e.ID]; t != nil {
+		t.Stop()
+	}
+	if a.prefetch == nil {
+		a.prefetch = map[string]*time.Timer{}
+	}
+	ctx, until := a.runCtx, start.Add(2*wait)
+	a.prefetch[e.ID] = time.AfterFunc(start.Add(wait).Sub(now), func() { a.signSpare(ctx, e, until) })
 }
 
-// Kept implements workload.Keeper.
+// spareRetry is the wait before another try at a spare that failed.
+const spareRetry = 2 * time.Second
+
+// signSpare signs an SVID for e in advance, with a key made here, while
+// e is still this agent's at the same revision; a failure is tried again
+// until the rotation it is for.
+func (a *Agent) signSpare(ctx context.Context, e entry.Entry, until time.Time) {
+	if ctx.Err() != nil {
+		return
+	}
+	a.mu.RLock()
+	cur, ok := a.entries[e.ID]
+	a.mu.RUnlock()
+	if !ok || cur.Revision != e.Revision {
+		return
+	}
+	key, _, err := newKey()
+	if err != nil {
+		return
+	}
+	leaf, chain, err := a.IssueX509SVID(ctx, e, key)
+	if err != nil {
+		a.log.Warn("signing a spare SVID in advance failed", "spiffe_id", e.SPIFFEID, "err", err)
+		if a.now().Add(spareRetry).Before(until) {
+			a.mu.Lock()
+			a.prefetch[e.ID] = time.AfterFunc(spareRetry, func() { a.signSpare(ctx, e, until) })
+			a.mu.Unlock()
+		}
+		return
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return
+	}
+	der := leaf.Raw
+	for _, c := range chain {
+		der = append(slices.Clip(der), c.Raw...)
+	}
+	a.mu.Lock()
+	if a.spares == nil {
+		a.spares = map[string]keptSVID{}
+	}
+	a.spares[e.ID] = keptSVID{Revision: e.Revision, Chain: der, Key: keyDER}
+	a.dirty = true
+	a.mu.Unlock()
+}
+
+// Kept implements workload.Keeper: the unexpired SVID of the entry's
+// revision that expires last, spare or handed out.
 func (a *Agent) Kept(e entry.Entry) ([]byte, []byte, bool) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	k, ok := a.kept[e.ID]
-	if !ok || k.Revision != e.Revision {
+	var best keptSVID
+	var bestEnd time.Time
+	for _, k := range []keptSVID{a.kept[e.ID], a.spares[e.ID]} {
+		if k.Chain == nil || k.Revision != e.Revision {
+			continue
+		}
+		if end := chainNotAfter(k.Chain); end.After(bestEnd) && a.now().Before(end) {
+			best, bestEnd = k, end
+		}
+	}
+	return best.Chain, best.Key, best.Chain != nil
+}
+
+// Take implements workload.Keeper: the spare of the entry's revision.
+func (a *Agent) Take(e entry.Entry) ([]byte, []byte, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k, ok := a.spares[e.ID]
+	if !ok {
+		return nil, nil, false
+	}
+	delete(a.spares, e.ID)
+	a.dirty = true
+	if k.Revision != e.Revision || !a.now().Before(chainNotAfter(k.Chain)) {
 		return nil, nil, false
 	}
 	return k.Chain, k.Key, true
+}
+
+// chainNotAfter is the expiry of a concatenated DER chain's leaf (zero
+// when it does not parse).
+func chainNotAfter(der []byte) time.Time {
+	certs, err := x509.ParseCertificates(der)
+	if err != nil || len(certs) == 0 {
+		return time.Time{}
+	}
+	return certs[0].NotAfter
 }
 
 // snapshot returns the state to cache, dropping what has expired.
@@ -259,12 +371,14 @@ func (a *Agent) snapshot() (*cacheState, error) {
 		}
 		st.AgentChain, st.AgentKey = a.svid.Certificate, key
 	}
+	st.Spares = map[string]keptSVID{}
 	for _, e := range a.entries {
 		st.Entries = append(st.Entries, agentapi.FromEntry(e))
-		if k, ok := a.kept[e.ID]; ok && k.Revision == e.Revision {
-			if certs, err := x509.ParseCertificates(k.Chain); err == nil && len(certs) > 0 && now.Before(certs[0].NotAfter) {
-				st.SVIDs[e.ID] = k
-			}
+		if k, ok := a.kept[e.ID]; ok && k.Revision == e.Revision && now.Before(chainNotAfter(k.Chain)) {
+			st.SVIDs[e.ID] = k
+		}
+		if k, ok := a.spares[e.ID]; ok && k.Revision == e.Revision && now.Before(chainNotAfter(k.Chain)) {
+			st.Spares[e.ID] = k
 		}
 	}
 	a.dirty = false
@@ -306,7 +420,7 @@ func (a *Agent) resume() bool {
 			a.entries[e.ID] = e
 		}
 	}
-	a.kept = st.SVIDs
+	a.kept, a.spares = st.SVIDs, st.Spares
 	a.files = st.Files
 	a.mu.Unlock()
 	if st.Trust != nil {

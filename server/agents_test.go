@@ -7,11 +7,16 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -400,5 +405,81 @@ func TestAgentSyncStream(t *testing.T) {
 	r.attestAgent(t, "node-a")
 	if got, _ := r.store.GetAgent(t.Context(), "node-a"); got.Evicted() {
 		t.Error("re-attestation with a new token left the node evicted")
+	}
+}
+
+// nodeCA makes a CA and returns its PEM and a function issuing node
+// certificates with the given common name.
+func nodeCA(t *testing.T) ([]byte, func(cn string) tls.Certificate) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "node CA"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(der)
+	issue := func(cn string) tls.Certificate {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()),
+			Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, caCert, key.Public(), caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(der)
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), issue
+}
+
+func TestAgentAttestX509PoP(t *testing.T) {
+	caPEM, issue := nodeCA(t)
+	_, stranger := nodeCA(t)
+	cfg := testConfig(t, "dev")
+	cfg.Agents.X509PoPCAFile = filepath.Join(t.TempDir(), "nodes.pem")
+	if err := os.WriteFile(cfg.Agents.X509PoPCAFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startRunningWith(t, cfg)
+	url := r.adminURL + agentapi.PathAttest
+	_, csr := newCSR(t)
+	tests := []struct {
+		name string
+		cert tls.Certificate
+		req  agentapi.AttestRequest
+		code int
+		errc string
+		node string
+	}{
+		{"node certificate", issue("node-x"), agentapi.AttestRequest{CSR: csr}, http.StatusOK, "", "node-x"},
+		{"again, same node", issue("node-x"), agentapi.AttestRequest{CSR: csr}, http.StatusOK, "", "node-x"},
+		{"another CA", stranger("node-y"), agentapi.AttestRequest{CSR: csr}, http.StatusUnauthorized, agentapi.CodeUnauthenticated, ""},
+		{"common name not a node ID", issue("Node Y"), agentapi.AttestRequest{CSR: csr}, http.StatusBadRequest, agentapi.CodeBadRequest, ""},
+		{"node ID in the request", issue("node-z"), agentapi.AttestRequest{NodeID: "node-z", CSR: csr}, http.StatusBadRequest, agentapi.CodeBadRequest, ""},
+		{"no certificate", tls.Certificate{}, agentapi.AttestRequest{CSR: csr}, http.StatusUnauthorized, agentapi.CodeUnauthenticated, ""},
+	}
+	for _, tt := range tests {
+		var out agentapi.SVIDResponse
+		code, doc := postJSON(t, r.clientWith(tt.cert), url, tt.req, &out)
+		if code != tt.code || doc.Code != tt.errc {
+			t.Errorf("%s: %d %+v, want %d %s", tt.name, code, doc, tt.code, tt.errc)
+			continue
+		}
+		if tt.node != "" && out.NodeID != tt.node {
+			t.Errorf("%s: attested as %q, want %q", tt.name, out.NodeID, tt.node)
+		}
+	}
+	if a, err := r.store.GetAgent(t.Context(), "node-x"); err != nil || a.Attestation != agentapi.MethodX509PoP {
+		t.Errorf("stored agent %+v, %v", a, err)
+	}
+	// An evicted node does not come back by its certificate.
+	if _, err := r.EvictAgent(t.Context(), "node-x"); err != nil {
+		t.Fatal(err)
+	}
+	if code, doc := postJSON(t, r.clientWith(issue("node-x")), url, agentapi.AttestRequest{CSR: csr}, nil); code != http.StatusForbidden || doc.Code != agentapi.CodeEvicted {
+		t.Errorf("evicted node by certificate: %d %+v", code, doc)
 	}
 }

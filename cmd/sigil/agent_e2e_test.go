@@ -48,9 +48,9 @@ func shortDir(t *testing.T) string {
 	return d
 }
 
-// servedIDs returns the SPIFFE IDs served on socket to this process, waiting
-// up to 10 s for the socket to answer.
-func servedIDs(t *testing.T, socket string) ([]string, error) {
+// fetchX509 returns what socket serves this process, waiting up to 10 s
+// for the socket to answer.
+func fetchX509(t *testing.T, socket string) (*workloadapi.X509Context, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -58,17 +58,27 @@ func servedIDs(t *testing.T, socket string) ([]string, error) {
 	for ctx.Err() == nil {
 		c, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+socket))
 		if err == nil {
-			var ids []string
-			for _, s := range c.SVIDs {
-				ids = append(ids, s.ID.String())
-			}
-			slices.Sort(ids)
-			return ids, nil
+			return c, nil
 		}
 		lastErr = err
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil, lastErr
+}
+
+// servedIDs returns the SPIFFE IDs served on socket to this process.
+func servedIDs(t *testing.T, socket string) ([]string, error) {
+	t.Helper()
+	c, err := fetchX509(t, socket)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, s := range c.SVIDs {
+		ids = append(ids, s.ID.String())
+	}
+	slices.Sort(ids)
+	return ids, nil
 }
 
 // TestAgentsEndToEnd: one server and two agents on this machine. Each
@@ -89,7 +99,9 @@ func TestAgentsEndToEnd(t *testing.T) {
 	parent := func(node string) string { return "spiffe://" + info.TrustDomain + "/sigil/agent/" + node }
 	id := func(p string) string { return "spiffe://" + info.TrustDomain + "/" + p }
 
-	run(t, true, env, bin, "entry", "create", "--spiffe-id", id("on-a"), "--parent", parent("node-a"), "--selector", uid)
+	// A short lifetime, so that rotations happen while the server is down.
+	const ttl = 20 * time.Second
+	run(t, true, env, bin, "entry", "create", "--spiffe-id", id("on-a"), "--parent", parent("node-a"), "--selector", uid, "--x509-ttl", ttl.String())
 	run(t, true, env, bin, "entry", "create", "--spiffe-id", id("on-b"), "--parent", parent("node-b"), "--selector", uid)
 
 	token := func(args ...string) string {
@@ -148,26 +160,43 @@ func TestAgentsEndToEnd(t *testing.T) {
 		t.Fatal("A serves B's identity")
 	}
 
-	// The server goes away: the open source keeps its SVID, and agent A,
-	// restarted meanwhile, serves the cached one.
+	// The server goes away: the open source keeps its SVID and still
+	// receives a rotation (signed in advance); agent A, restarted
+	// meanwhile, serves the cached one, and nothing once it has expired.
 	before, err := src.GetX509SVID()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The spare is signed a quarter into the SVID's life.
+	time.Sleep(time.Until(before.Certificates[0].NotAfter.Add(-ttl * 6 / 10)))
 	srv.stop(t)
+	rotated := func() bool {
+		s, err := src.GetX509SVID()
+		return err == nil && s.Certificates[0].SerialNumber.Cmp(before.Certificates[0].SerialNumber) != 0
+	}
+	for deadline := time.Now().Add(ttl); !rotated(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rotation within %s of the server going away", ttl)
+		}
+	}
 	a.p.stop(t)
 	a = startAgent(t, info, a.dir)
-	ids, err := servedIDs(t, a.socket)
-	if err != nil || !slices.Equal(ids, []string{id("on-a")}) {
-		t.Fatalf("restarted agent A with the server down serves %v (%v)", ids, err)
+	c, err := fetchX509(t, a.socket)
+	if err != nil || len(c.SVIDs) != 1 || c.SVIDs[0].ID.String() != id("on-a") {
+		t.Fatalf("restarted agent A with the server down: %v, %v", c, err)
 	}
-	if s, err := src.GetX509SVID(); err != nil || !time.Now().Before(s.Certificates[0].NotAfter) || s.ID != before.ID {
-		t.Fatalf("X509Source with the server down: %v, %v", s, err)
+	cachedEnd := c.SVIDs[0].Certificates[0].NotAfter
+	time.Sleep(time.Until(cachedEnd) + time.Second)
+	if c, err := workloadapi.FetchX509Context(t.Context(), workloadapi.WithAddr("unix://"+a.socket)); err == nil {
+		t.Fatalf("agent A served %v past its cached SVID's expiry %s", c.SVIDs[0].Certificates[0].NotAfter, cachedEnd)
 	}
 
 	// The server is back; evicting A ends it, and B is unaffected.
 	srv = start(t, nil, devArgs...)
 	waitHealth(t, "http://"+httpAddr, http.StatusOK, srv)
+	if ids, err := servedIDs(t, a.socket); err != nil || !slices.Equal(ids, []string{id("on-a")}) {
+		t.Fatalf("agent A with the server back: %v, %v", ids, err)
+	}
 	run(t, true, env, bin, "agent", "evict", "node-a")
 	select {
 	case <-a.p.exited:

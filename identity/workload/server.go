@@ -109,9 +109,13 @@ type Keeper interface {
 	// Keep records an SVID just minted for the entry: its chain (leaf
 	// first, concatenated DER) and PKCS#8 key.
 	Keep(e entry.Entry, chainDER, keyDER []byte)
-	// Kept returns the last SVID kept for the entry, if the entry is
-	// unchanged since (same revision).
+	// Kept returns an SVID kept for the entry (the freshest it holds), if
+	// the entry is unchanged since (same revision).
 	Kept(e entry.Entry) (chainDER, keyDER []byte, ok bool)
+	// Take returns, and forgets, an SVID for the entry that was signed in
+	// advance and never handed out; it is handed out instead of minting
+	// one. ok is false when there is none.
+	Take(e entry.Entry) (chainDER, keyDER []byte, ok bool)
 }
 
 // Updates tells streams that entries or trust may have changed.
@@ -433,6 +437,10 @@ func (s *Server) x509Response(ctx context.Context, entries []entry.Entry) (*work
 
 // mintX509 issues a fresh SVID for e with a new key.
 func (s *Server) mintX509(ctx context.Context, e entry.Entry) (*cachedSVID, error) {
+	if sv := s.taken(e); sv != nil {
+		s.log.InfoContext(ctx, "handing out an X.509-SVID signed in advance", "spiffe_id", e.SPIFFEID, "serial", sv.serial, "not_after", sv.notAfter)
+		return sv, nil
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating key for %s: %w", e.SPIFFEID, err)
@@ -463,6 +471,30 @@ func (s *Server) mintX509(ctx context.Context, e entry.Entry) (*cachedSVID, erro
 	return sv, nil
 }
 
+// taken returns the keeper's SVID signed in advance for e, if it has one
+// that is unexpired, with its rotation time; nil otherwise.
+func (s *Server) taken(e entry.Entry) *cachedSVID {
+	if s.keeper == nil {
+		return nil
+	}
+	chainDER, keyDER, ok := s.keeper.Take(e)
+	if !ok {
+		return nil
+	}
+	leaf, ok := s.unexpiredLeaf(chainDER)
+	if !ok {
+		return nil
+	}
+	s.keeper.Keep(e, chainDER, keyDER)
+	return &cachedSVID{
+		chainDER:  chainDER,
+		keyDER:    keyDER,
+		serial:    leaf.SerialNumber.Text(16),
+		notAfter:  leaf.NotAfter,
+		refreshAt: rotationTime(leaf, s.now(), s.rotateAt),
+	}
+}
+
 // kept returns the keeper's SVID for e while it is unexpired, to be
 // refreshed again soon; nil otherwise.
 func (s *Server) kept(e entry.Entry) *cachedSVID {
@@ -473,13 +505,11 @@ func (s *Server) kept(e entry.Entry) *cachedSVID {
 	if !ok {
 		return nil
 	}
-	certs, err := x509.ParseCertificates(chainDER)
-	now := s.now()
-	if err != nil || len(certs) == 0 || !now.Before(certs[0].NotAfter) {
+	leaf, ok := s.unexpiredLeaf(chainDER)
+	if !ok {
 		return nil
 	}
-	leaf := certs[0]
-	refreshAt := now.Add(retryAfterFailure)
+	refreshAt := s.now().Add(retryAfterFailure)
 	if leaf.NotAfter.Before(refreshAt) {
 		refreshAt = leaf.NotAfter
 	}
@@ -490,6 +520,16 @@ func (s *Server) kept(e entry.Entry) *cachedSVID {
 		notAfter:  leaf.NotAfter,
 		refreshAt: refreshAt,
 	}
+}
+
+// unexpiredLeaf parses the leaf of a concatenated DER chain and reports
+// whether it is still valid.
+func (s *Server) unexpiredLeaf(chainDER []byte) (*x509.Certificate, bool) {
+	certs, err := x509.ParseCertificates(chainDER)
+	if err != nil || len(certs) == 0 || !s.now().Before(certs[0].NotAfter) {
+		return nil, false
+	}
+	return certs[0], true
 }
 
 // rotationTime returns the moment leaf has used the fraction at of its

@@ -238,21 +238,25 @@ func webEntry(ttl time.Duration) entry.Entry {
 
 // startServer serves the Workload API on a socket in a temp dir and returns
 // the socket's address for go-spiffe's client.
-func startServer(t *testing.T, att Attestor, entries Entries, ca *testCA, updates Updates) string {
+func startServer(t *testing.T, att Attestor, entries Entries, ca *testCA, updates Updates, opts ...func(*Config)) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "workload.sock")
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatalf("listening on %s: %v", path, err)
 	}
-	srv := New(Config{
+	cfg := Config{
 		TrustDomain: testTD,
 		Attestor:    att,
 		Entries:     entries,
 		Authority:   ca,
 		Updates:     updates,
 		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()
