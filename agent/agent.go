@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-pki/sigil/config"
 	"github.com/sigil-pki/sigil/identity/agentapi"
 	"github.com/sigil-pki/sigil/identity/attest"
 	"github.com/sigil-pki/sigil/identity/entry"
@@ -67,6 +68,12 @@ type Config struct {
 	// Cache, when set, keeps the agent SVID, entries, trust and workload
 	// SVIDs across restarts, encrypted. Default nil: memory only.
 	Cache *Cache
+	// Secrets are rendered into files, read as identities of this
+	// agent's entries. Default none.
+	Secrets []config.SecretFile
+	// SecretsRefresh is how often KV secrets and static credentials are
+	// read again. Default 30s.
+	SecretsRefresh time.Duration
 	// SyncTimeout is how long the sync stream may stay silent before the
 	// agent reconnects; it must exceed the server's agents.sync_interval.
 	// Default DefaultSyncTimeout.
@@ -107,8 +114,12 @@ type Agent struct {
 	spares   map[string]keptSVID
 	prefetch map[string]*time.Timer
 	runCtx   context.Context
+	stop     context.CancelCauseFunc
 	files    map[string]keptFile
 	dirty    bool
+
+	renderers []*renderer
+	readers   map[string]*reader
 }
 
 // New checks cfg and returns an Agent that has not attested yet.
@@ -152,6 +163,16 @@ func New(cfg Config) (*Agent, error) {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	a.client = &http.Client{Transport: a.base}
+	if cfg.SecretsRefresh <= 0 {
+		cfg.SecretsRefresh = 30 * time.Second
+	}
+	for _, f := range cfg.Secrets {
+		r, err := newRenderer(a, f, cfg.SecretsRefresh)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		a.renderers = append(a.renderers, r)
+	}
 	return a, nil
 }
 
@@ -189,7 +210,7 @@ func (a *Agent) Run(ctx context.Context, l *net.UnixListener) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	a.mu.Lock()
-	a.runCtx = ctx
+	a.runCtx, a.stop = ctx, cancel
 	a.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { a.renewLoop(ctx, cancel) })
@@ -214,6 +235,7 @@ func (a *Agent) Run(ctx context.Context, l *net.UnixListener) error {
 		Clock:       a.now,
 		Logger:      a.log,
 	})
+	wg.Go(func() { a.runSecrets(ctx, a.renderers) })
 	a.log.Info("serving the Workload API", "node", a.NodeID(), "socket", l.Addr().String())
 	err := ws.Serve(ctx, l)
 	cancel(nil)

@@ -171,10 +171,13 @@ type keptSVID struct {
 	Key      []byte `json:"key"`
 }
 
-// keptFile is the last render of a secret file and until when it is valid.
+// keptFile is the last render of a secret file, until when it is valid,
+// and the lease it was made under.
 type keptFile struct {
-	Content  []byte    `json:"content"`
-	NotAfter time.Time `json:"not_after"`
+	Content     []byte    `json:"content"`
+	NotAfter    time.Time `json:"not_after"`
+	LeaseID     string    `json:"lease_id,omitempty"`
+	LeaseExpiry time.Time `json:"lease_expiry"`
 }
 
 // Save replaces the stored state.

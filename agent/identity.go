@@ -62,6 +62,9 @@ func (a *Agent) call(ctx context.Context, path string, in, out any) error {
 		if json.Unmarshal(raw, &se.doc) != nil || se.doc.Code == "" {
 			se.doc.Code = agentapi.CodeUnavailable
 		}
+		if se.doc.Code == agentapi.CodeEvicted {
+			a.evictedNow()
+		}
 		return se
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
@@ -226,6 +229,17 @@ func (a *Agent) renew(ctx context.Context) error {
 		return err
 	}
 	return a.setSVID(resp, key)
+}
+
+// evictedNow stops a running agent that any answer of the server said
+// was evicted.
+func (a *Agent) evictedNow() {
+	a.mu.RLock()
+	stop := a.stop
+	a.mu.RUnlock()
+	if stop != nil {
+		a.onEvicted(stop)
+	}
 }
 
 // onEvicted drops every identity and ends Run with ErrEvicted.

@@ -218,3 +218,15 @@ func (h *agentHub) entry(parent, id string) (entry.Entry, bool) {
 	e, ok := p.entries[id]
 	return e, ok
 }
+
+// closeAll ends every open stream (the server is shutting down); agents
+// reconnect, to this node when it is back or to another.
+func (h *agentHub) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for parent, subs := range h.subs {
+		for sub := range subs {
+			h.dropLocked(parent, sub)
+		}
+	}
+}

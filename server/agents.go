@@ -99,6 +99,12 @@ func (s *Server) agent(h func(http.ResponseWriter, *http.Request, storage.Agent)
 			s.writeAgentError(w, err)
 			return
 		}
+		// An agent is answered from the entry snapshot: load it first, or
+		// a server just started would hand out an empty set.
+		if err := s.entriesLoaded(r.Context()); err != nil {
+			s.writeAgentError(w, err)
+			return
+		}
 		ctx := context.WithValue(r.Context(), callerKey{}, a.SPIFFEID)
 		h(w, r.WithContext(context.WithValue(ctx, agentCallerKey{}, a.ID)), a)
 	}

@@ -108,20 +108,26 @@ func (s *Server) entriesChanged(ctx context.Context) {
 	}
 }
 
+// entriesLoaded loads the entry snapshot if it has not been yet.
+func (s *Server) entriesLoaded(ctx context.Context) error {
+	s.ids.mu.RLock()
+	loaded := s.ids.loaded
+	s.ids.mu.RUnlock()
+	if loaded {
+		return nil
+	}
+	return s.refreshEntries(ctx)
+}
+
 // workloadEntries finds the registration entries a workload matches in the
 // in-memory snapshot.
 type workloadEntries struct{ s *Server }
 
 func (w workloadEntries) MatchingEntries(ctx context.Context, selectors []string) ([]entry.Entry, error) {
-	st := &w.s.ids
-	st.mu.RLock()
-	loaded := st.loaded
-	st.mu.RUnlock()
-	if !loaded {
-		if err := w.s.refreshEntries(ctx); err != nil {
-			return nil, err
-		}
+	if err := w.s.entriesLoaded(ctx); err != nil {
+		return nil, err
 	}
+	st := &w.s.ids
 	st.mu.RLock()
 	defer st.mu.RUnlock()
 	var out []entry.Entry

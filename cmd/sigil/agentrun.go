@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sigil-pki/sigil/agent"
+	"github.com/sigil-pki/sigil/config"
 	"github.com/sigil-pki/sigil/identity/workload"
 )
 
@@ -21,6 +22,7 @@ import (
 type agentRunFlags struct {
 	server, caCert, trustDomain, joinToken, nodeID string
 	nodeCert, nodeKey, dataDir, socket, sealKey    string
+	configFile                                     string
 	syncTimeout                                    time.Duration
 	noCache                                        bool
 }
@@ -38,6 +40,7 @@ func (f *agentRunFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.socket, "socket", "", "Workload API socket path (default <data-dir>/workload.sock)")
 	fl.StringVar(&f.sealKey, "seal-key", "", "file of the 32-byte key that seals the cache key, created when absent (default <data-dir>/seal.key)")
 	fl.DurationVar(&f.syncTimeout, "sync-timeout", agent.DefaultSyncTimeout, "reconnect when the entry sync stream is silent this long (above the server's agents.sync_interval)")
+	fl.StringVar(&f.configFile, "config", "", "agent config file: secrets rendered into files (see config/sigil-agent.example.yaml)")
 	fl.BoolVar(&f.noCache, "no-cache", false, "keep nothing on disk: after a restart the agent needs the server (and a new join token unless x509pop)")
 }
 
@@ -65,6 +68,13 @@ func runAgent(cmd *cobra.Command, f agentRunFlags) error {
 		ServerURL: server, ServerRoots: roots, TrustDomain: f.trustDomain,
 		JoinToken: envOr(f.joinToken, "SIGIL_JOIN_TOKEN", ""), NodeID: f.nodeID,
 		SyncTimeout: f.syncTimeout, Logger: log,
+	}
+	if f.configFile != "" {
+		ac, err := config.LoadAgent(f.configFile)
+		if err != nil {
+			return err
+		}
+		cfg.Secrets, cfg.SecretsRefresh = ac.Secrets, ac.Refresh.D()
 	}
 	if f.nodeCert != "" || f.nodeKey != "" {
 		cert, err := tls.LoadX509KeyPair(f.nodeCert, f.nodeKey)
