@@ -1,6 +1,7 @@
 package server
 
 import (
+	"maps"
 	"sync"
 
 	"github.com/sigil-pki/sigil/identity/agentapi"
@@ -95,6 +96,52 @@ func (h *agentHub) update(all []entry.Entry) {
 		for sub := range subs {
 			h.sendLocked(parent, sub, msg)
 		}
+	}
+}
+
+// apply applies one change (prev nil for a create, next nil for a
+// delete) to the agents it concerns, queueing a delta for each of their
+// streams; other agents are not touched.
+func (h *agentHub) apply(prev, next *entry.Entry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.byParent == nil {
+		h.byParent = make(map[string]*parentEntries)
+	}
+	change := func(parent string, edit func(m map[string]entry.Entry)) {
+		if parent == "" {
+			return
+		}
+		old := h.byParent[parent]
+		m := make(map[string]entry.Entry)
+		if old != nil {
+			m = maps.Clone(old.entries)
+		}
+		edit(m)
+		cur := newParentEntries(m)
+		if len(m) == 0 {
+			delete(h.byParent, parent)
+		} else {
+			h.byParent[parent] = cur
+		}
+		var before map[string]entry.Entry
+		if old != nil {
+			before = old.entries
+		}
+		msg := delta(before, m)
+		if msg == nil {
+			return
+		}
+		msg.Digest = cur.digest
+		for sub := range h.subs[parent] {
+			h.sendLocked(parent, sub, msg)
+		}
+	}
+	if prev != nil && (next == nil || prev.ParentID != next.ParentID) {
+		change(prev.ParentID, func(m map[string]entry.Entry) { delete(m, prev.ID) })
+	}
+	if next != nil {
+		change(next.ParentID, func(m map[string]entry.Entry) { m[next.ID] = *next })
 	}
 }
 

@@ -368,6 +368,31 @@ func TestAgentSyncStream(t *testing.T) {
 	}
 	delete(revs, first.ID)
 
+	// An entry moved to another agent leaves this one's set; the other
+	// agent's stream gets it.
+	sb := openSync(t, r, b)
+	if m := sb.next(t); m.Kind != agentapi.KindFull || len(m.Upserts) != 2 {
+		t.Fatalf("B's first message: %+v", m)
+	}
+	moved := second
+	moved.ParentID = b.id
+	var after EntryJSON
+	b2, _ := json.Marshal(moved)
+	req, _ = http.NewRequest(http.MethodPut, r.adminURL+"/v1/entries/"+second.ID, bytes.NewReader(b2))
+	resp, err = r.admin.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&after)
+	resp.Body.Close()
+	if m := s.next(t); m.Kind != agentapi.KindDelta || !slices.Equal(m.Deleted, []string{second.ID}) || len(m.Upserts) != 0 {
+		t.Fatalf("A after the move: %+v", m)
+	}
+	if m := sb.next(t); m.Kind != agentapi.KindDelta || len(m.Upserts) != 1 || m.Upserts[0].ID != second.ID || m.Upserts[0].Revision != after.Revision {
+		t.Fatalf("B after the move: %+v", m)
+	}
+	delete(revs, second.ID)
+
 	// The periodic reconcile carries the same digest.
 	deadline := time.After(3 * time.Second)
 	for done := false; !done; {

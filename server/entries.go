@@ -101,7 +101,7 @@ func (s *Server) handleEntryCreate(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
-	s.entriesChanged(r.Context())
+	s.entryChanged(r.Context(), nil, &e)
 	writeJSON(w, http.StatusOK, entryToJSON(e))
 }
 
@@ -166,7 +166,8 @@ func (s *Server) handleEntryUpdate(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
-	s.entriesChanged(r.Context())
+	prev := entry.Entry(old)
+	s.entryChanged(r.Context(), &prev, &e)
 	writeJSON(w, http.StatusOK, entryToJSON(e))
 }
 
@@ -184,7 +185,8 @@ func (s *Server) handleEntryDelete(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
-	s.entriesChanged(r.Context())
+	prev := entry.Entry(e)
+	s.entryChanged(r.Context(), &prev, nil)
 	w.WriteHeader(http.StatusNoContent)
 }
 

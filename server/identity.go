@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,9 +60,80 @@ var noTrust = &workload.Trust{}
 // refreshEntries re-reads every entry and, when any changed, replaces the
 // snapshot and wakes the streams.
 func (s *Server) refreshEntries(ctx context.Context) error {
+	s.ids.reloadMu.Lock()
+	defer s.ids.reloadMu.Unlock()
+	return s.reloadEntriesLocked(ctx)
+}
+
+// entryChanged is called after this node stored one entry change (prev
+// nil for a create, next nil for a delete): when no other change came in
+// between (the entries revision moved by one), the snapshot and the
+// agents' sets are patched with it alone, so a change costs in proportion
+// to itself rather than to every entry; otherwise everything is reloaded.
+// A failure is logged; the periodic reload retries.
+func (s *Server) entryChanged(ctx context.Context, prev, next *entry.Entry) {
 	st := &s.ids
 	st.reloadMu.Lock()
 	defer st.reloadMu.Unlock()
+	rev, err := s.store.EntriesRevision(ctx)
+	if err == nil {
+		st.mu.RLock()
+		patch := st.loaded && rev == st.revision+1
+		st.mu.RUnlock()
+		if patch {
+			s.patchEntries(rev, prev, next)
+			return
+		}
+		err = s.reloadEntriesLocked(ctx)
+	}
+	if err != nil {
+		s.log.Error("reloading registration entries", "err", err)
+	}
+}
+
+// patchEntries applies one change to the snapshot, which stays sorted by
+// ID, and to the agents' sets.
+func (s *Server) patchEntries(rev int64, prev, next *entry.Entry) {
+	st := &s.ids
+	st.mu.Lock()
+	all := slices.Clone(st.entries)
+	id := ""
+	if prev != nil {
+		id = prev.ID
+	} else if next != nil {
+		id = next.ID
+	}
+	i, found := slices.BinarySearchFunc(all, id, func(e entry.Entry, id string) int { return strings.Compare(e.ID, id) })
+	switch {
+	case next == nil && found:
+		all = slices.Delete(all, i, i+1)
+	case next != nil && found:
+		all[i] = *next
+	case next != nil:
+		all = slices.Insert(all, i, *next)
+	}
+	st.entries, st.entriesFP, st.revision = all, entriesFingerprint(all), rev
+	st.mu.Unlock()
+	s.agents.apply(prev, next)
+	st.updates.Notify()
+}
+
+// entriesFingerprint names a snapshot's content: every ID and revision.
+func entriesFingerprint(all []entry.Entry) string {
+	var fp strings.Builder
+	fp.Grow(len(all) * 40)
+	for _, e := range all {
+		fp.WriteString(e.ID)
+		fp.WriteByte(':')
+		fp.WriteString(strconv.FormatInt(e.Revision, 10))
+		fp.WriteByte(',')
+	}
+	return fp.String()
+}
+
+// reloadEntriesLocked re-reads every entry; reloadMu is held.
+func (s *Server) reloadEntriesLocked(ctx context.Context) error {
+	st := &s.ids
 	rev, err := s.store.EntriesRevision(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the entries revision: %w", err)
@@ -81,16 +153,10 @@ func (s *Server) refreshEntries(ctx context.Context) error {
 		}
 		f.AfterID = page[len(page)-1].ID
 	}
-	var fp strings.Builder
-	for _, e := range all {
-		fp.WriteString(e.ID)
-		fp.WriteByte(':')
-		fp.WriteString(strconv.FormatInt(e.Revision, 10))
-		fp.WriteByte(',')
-	}
+	fp := entriesFingerprint(all)
 	st.mu.Lock()
-	changed := !st.loaded || fp.String() != st.entriesFP
-	st.entries, st.entriesFP, st.revision, st.loaded = all, fp.String(), rev, true
+	changed := !st.loaded || fp != st.entriesFP
+	st.entries, st.entriesFP, st.revision, st.loaded = all, fp, rev, true
 	st.mu.Unlock()
 	if changed {
 		s.agents.update(all)

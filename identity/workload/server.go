@@ -43,6 +43,9 @@ const MetadataKey = "workload.spiffe.io"
 // stream spin.
 const minRefresh = 500 * time.Millisecond
 
+// connBufferSize is the read and write buffer of one connection.
+const connBufferSize = 4 << 10
+
 // mintParallelism bounds the SVIDs minted at once for one response.
 const mintParallelism = 64
 
@@ -224,6 +227,12 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 		grpc.Creds(unixCreds{}),
 		grpc.ChainUnaryInterceptor(unaryHeaderCheck),
 		grpc.ChainStreamInterceptor(streamHeaderCheck),
+		// A workload's connection is mostly idle: small per-connection
+		// buffers, and a write buffer shared while idle, keep thousands
+		// of open streams cheap. Message sizes are not limited by them.
+		grpc.ReadBufferSize(connBufferSize),
+		grpc.WriteBufferSize(connBufferSize),
+		grpc.SharedWriteBuffer(true),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(gs, s)
 	stop := context.AfterFunc(ctx, gs.Stop)
