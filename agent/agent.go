@@ -103,6 +103,7 @@ type Agent struct {
 	svid     *tls.Certificate // agent SVID with its key
 	node     string
 	agentID  string
+	parents  []string // ParentIDs whose entries this agent receives
 	client   *http.Client
 	entries  map[string]entry.Entry
 	digest   string

@@ -152,6 +152,7 @@ func writeAtomic(path string, b []byte) error { return atomicfile.Write(path, b,
 type cacheState struct {
 	NodeID     string           `json:"node_id"`
 	AgentID    string           `json:"agent_id"`
+	Parents    []string         `json:"parents"`
 	AgentChain [][]byte         `json:"agent_chain"`
 	AgentKey   []byte           `json:"agent_key"`
 	Entries    []agentapi.Entry `json:"entries"`
@@ -366,7 +367,7 @@ func (a *Agent) snapshot() (*cacheState, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.now()
-	st := &cacheState{NodeID: a.node, AgentID: a.agentID, Trust: a.wire, SVIDs: map[string]keptSVID{}, Files: a.files}
+	st := &cacheState{NodeID: a.node, AgentID: a.agentID, Parents: a.parents, Trust: a.wire, SVIDs: map[string]keptSVID{}, Files: a.files}
 	if a.svid != nil {
 		key, err := x509.MarshalPKCS8PrivateKey(a.svid.PrivateKey)
 		if err != nil {
@@ -407,7 +408,7 @@ func (a *Agent) resume() bool {
 	now := a.now()
 	restored := false
 	a.mu.Lock()
-	a.node, a.agentID = st.NodeID, st.AgentID
+	a.node, a.agentID, a.parents = st.NodeID, st.AgentID, st.Parents
 	if len(st.AgentChain) > 0 {
 		chain, err := parseChain(st.AgentChain)
 		key, kerr := x509.ParsePKCS8PrivateKey(st.AgentKey)
@@ -419,7 +420,7 @@ func (a *Agent) resume() bool {
 	}
 	a.entries = make(map[string]entry.Entry, len(st.Entries))
 	for _, w := range st.Entries {
-		if e := w.Entry(); e.ParentID == a.agentID {
+		if e := w.Entry(); slices.Contains(a.parents, e.ParentID) {
 			a.entries[e.ID] = e
 		}
 	}

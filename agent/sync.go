@@ -124,15 +124,20 @@ func (a *Agent) apply(m *agentapi.SyncMessage) error {
 	a.mu.Lock()
 	next := a.entries
 	if m.Kind == agentapi.KindFull {
+		if len(m.Parents) == 0 || m.Parents[0] != a.agentID {
+			a.mu.Unlock()
+			return fmt.Errorf("the server's parents for this agent %v do not start with %s", m.Parents, a.agentID)
+		}
+		a.parents = slices.Clone(m.Parents)
 		next = make(map[string]entry.Entry, len(m.Upserts))
 	} else if m.Kind == agentapi.KindDelta {
 		next = maps.Clone(a.entries)
 	}
 	for _, w := range m.Upserts {
 		e := w.Entry()
-		if e.ParentID != a.agentID {
+		if !slices.Contains(a.parents, e.ParentID) {
 			a.mu.Unlock()
-			return fmt.Errorf("the server sent entry %s parented to %s, not this agent", e.ID, e.ParentID)
+			return fmt.Errorf("the server sent entry %s parented to %s, not to this agent or its node selectors", e.ID, e.ParentID)
 		}
 		next[e.ID] = e
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"maps"
+	"slices"
 	"sync"
 
 	"github.com/sigil-pki/sigil/identity/agentapi"
@@ -12,43 +13,29 @@ import (
 // falls this far behind is dropped and its agent reconnects for a full set.
 const subQueue = 256
 
-// agentHub keeps every agent's registration entries (those whose ParentID
-// is the agent's SPIFFE ID) and the open sync streams, and turns each
-// change of the entry snapshot into one delta per affected agent. Only
-// agents whose entries changed hear of a change.
+// agentHub keeps the registration entries by ParentID (an agent's SPIFFE
+// ID, or a node selector parent) and the open sync streams, each of which
+// receives the entries of its agent's parents. Each change of the entry
+// snapshot becomes one delta for each stream it concerns; other streams
+// hear nothing.
 type agentHub struct {
 	mu       sync.Mutex
-	byParent map[string]*parentEntries
+	byParent map[string]map[string]entry.Entry
 	subs     map[string]map[*agentSub]struct{}
 }
 
-// parentEntries are one agent's entries and their digest.
-type parentEntries struct {
-	entries map[string]entry.Entry
-	digest  string
-}
-
-func newParentEntries(m map[string]entry.Entry) *parentEntries {
-	revs := make(map[string]int64, len(m))
-	for id, e := range m {
-		revs[id] = e.Revision
-	}
-	return &parentEntries{entries: m, digest: agentapi.Digest(revs)}
-}
-
-// emptyDigest is the digest of an agent without entries.
-var emptyDigest = agentapi.Digest(nil)
-
 // agentSub is one open sync stream. ch is closed when the hub drops the
-// stream: because it fell behind, or (evicted set) because its agent was
-// evicted.
+// stream: because it fell behind, the server is stopping, or (evicted
+// set) its agent was evicted.
 type agentSub struct {
+	parents []string
 	ch      chan *agentapi.SyncMessage
 	evicted bool
+	closed  bool
 }
 
 // update replaces the snapshot with all and queues a delta for every
-// subscribed agent whose entries changed.
+// stream whose entries changed.
 func (h *agentHub) update(all []entry.Entry) {
 	next := make(map[string]map[string]entry.Entry)
 	for _, e := range all {
@@ -65,102 +52,87 @@ func (h *agentHub) update(all []entry.Entry) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	old := h.byParent
-	h.byParent = make(map[string]*parentEntries, len(next))
-	for parent, m := range next {
-		if prev := old[parent]; prev != nil && sameEntries(prev.entries, m) {
-			h.byParent[parent] = prev
-			continue
-		}
-		h.byParent[parent] = newParentEntries(m)
-	}
-	for parent, subs := range h.subs {
-		var before, after map[string]entry.Entry
-		if p := old[parent]; p != nil {
-			before = p.entries
-		}
-		cur := h.byParent[parent]
-		if cur != nil {
-			after = cur.entries
-		}
-		if cur != nil && old[parent] == cur {
-			continue
-		}
-		msg := delta(before, after)
-		if msg == nil {
-			continue
-		}
-		msg.Digest = emptyDigest
-		if cur != nil {
-			msg.Digest = cur.digest
-		}
-		for sub := range subs {
-			h.sendLocked(parent, sub, msg)
+	h.byParent = next
+	changed := map[string]*agentapi.SyncMessage{}
+	for parent := range h.subs {
+		if msg := delta(old[parent], next[parent]); msg != nil {
+			changed[parent] = msg
 		}
 	}
+	h.fanOutLocked(changed)
 }
 
 // apply applies one change (prev nil for a create, next nil for a
-// delete) to the agents it concerns, queueing a delta for each of their
-// streams; other agents are not touched.
+// delete) to the one or two parents it concerns and queues their deltas.
 func (h *agentHub) apply(prev, next *entry.Entry) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.byParent == nil {
-		h.byParent = make(map[string]*parentEntries)
+		h.byParent = make(map[string]map[string]entry.Entry)
 	}
-	change := func(parent string, edit func(m map[string]entry.Entry)) {
+	changed := map[string]*agentapi.SyncMessage{}
+	edit := func(parent string, f func(m map[string]entry.Entry)) {
 		if parent == "" {
 			return
 		}
-		old := h.byParent[parent]
-		m := make(map[string]entry.Entry)
-		if old != nil {
-			m = maps.Clone(old.entries)
+		before := h.byParent[parent]
+		m := maps.Clone(before)
+		if m == nil {
+			m = make(map[string]entry.Entry)
 		}
-		edit(m)
-		cur := newParentEntries(m)
+		f(m)
 		if len(m) == 0 {
 			delete(h.byParent, parent)
 		} else {
-			h.byParent[parent] = cur
+			h.byParent[parent] = m
 		}
-		var before map[string]entry.Entry
-		if old != nil {
-			before = old.entries
-		}
-		msg := delta(before, m)
-		if msg == nil {
-			return
-		}
-		msg.Digest = cur.digest
-		for sub := range h.subs[parent] {
-			h.sendLocked(parent, sub, msg)
+		if msg := delta(before, m); msg != nil {
+			changed[parent] = msg
 		}
 	}
 	if prev != nil && (next == nil || prev.ParentID != next.ParentID) {
-		change(prev.ParentID, func(m map[string]entry.Entry) { delete(m, prev.ID) })
+		edit(prev.ParentID, func(m map[string]entry.Entry) { delete(m, prev.ID) })
 	}
 	if next != nil {
-		change(next.ParentID, func(m map[string]entry.Entry) { m[next.ID] = *next })
+		edit(next.ParentID, func(m map[string]entry.Entry) { m[next.ID] = *next })
+	}
+	h.fanOutLocked(changed)
+}
+
+// fanOutLocked sends each stream one delta merging the changes of its
+// parents, with the digest of all its entries.
+func (h *agentHub) fanOutLocked(changed map[string]*agentapi.SyncMessage) {
+	merged := map[*agentSub]*agentapi.SyncMessage{}
+	for parent, msg := range changed {
+		for sub := range h.subs[parent] {
+			m := merged[sub]
+			if m == nil {
+				m = &agentapi.SyncMessage{Kind: agentapi.KindDelta}
+				merged[sub] = m
+			}
+			m.Upserts = append(m.Upserts, msg.Upserts...)
+			m.Deleted = append(m.Deleted, msg.Deleted...)
+		}
+	}
+	for sub, m := range merged {
+		m.Digest = h.digestLocked(sub.parents)
+		h.sendLocked(sub, m)
 	}
 }
 
-// sameEntries reports whether two entry sets hold the same IDs at the same
-// revisions.
-func sameEntries(a, b map[string]entry.Entry) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for id, e := range a {
-		if o, ok := b[id]; !ok || o.Revision != e.Revision {
-			return false
+// digestLocked is the digest of the entries of all the parents.
+func (h *agentHub) digestLocked(parents []string) string {
+	revs := map[string]int64{}
+	for _, p := range parents {
+		for id, e := range h.byParent[p] {
+			revs[id] = e.Revision
 		}
 	}
-	return true
+	return agentapi.Digest(revs)
 }
 
 // delta returns the message that turns before into after, or nil when
-// they are the same.
+// they hold the same entries at the same revisions.
 func delta(before, after map[string]entry.Entry) *agentapi.SyncMessage {
 	m := &agentapi.SyncMessage{Kind: agentapi.KindDelta}
 	for id, e := range after {
@@ -180,43 +152,45 @@ func delta(before, after map[string]entry.Entry) *agentapi.SyncMessage {
 }
 
 // sendLocked queues msg for sub, or drops sub when its queue is full.
-func (h *agentHub) sendLocked(parent string, sub *agentSub, msg *agentapi.SyncMessage) {
+func (h *agentHub) sendLocked(sub *agentSub, msg *agentapi.SyncMessage) {
 	select {
 	case sub.ch <- msg:
 	default:
-		h.dropLocked(parent, sub)
+		h.dropLocked(sub)
 	}
 }
 
-func (h *agentHub) dropLocked(parent string, sub *agentSub) {
-	if _, ok := h.subs[parent][sub]; !ok {
+func (h *agentHub) dropLocked(sub *agentSub) {
+	if sub.closed {
 		return
 	}
-	delete(h.subs[parent], sub)
-	if len(h.subs[parent]) == 0 {
-		delete(h.subs, parent)
+	sub.closed = true
+	for _, p := range sub.parents {
+		delete(h.subs[p], sub)
+		if len(h.subs[p]) == 0 {
+			delete(h.subs, p)
+		}
 	}
 	close(sub.ch)
 }
 
-// subscribe opens a stream for the agent and returns it with the full
-// message (without trust) that must be sent first.
-func (h *agentHub) subscribe(parent string) (*agentSub, *agentapi.SyncMessage) {
+// subscribe opens a stream receiving the entries of parents (the agent's
+// SPIFFE ID first) and returns it with the full message (without trust)
+// that must be sent first.
+func (h *agentHub) subscribe(parents []string) (*agentSub, *agentapi.SyncMessage) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	sub := &agentSub{ch: make(chan *agentapi.SyncMessage, subQueue)}
+	sub := &agentSub{parents: slices.Clone(parents), ch: make(chan *agentapi.SyncMessage, subQueue)}
 	if h.subs == nil {
 		h.subs = make(map[string]map[*agentSub]struct{})
 	}
-	if h.subs[parent] == nil {
-		h.subs[parent] = make(map[*agentSub]struct{})
-	}
-	h.subs[parent][sub] = struct{}{}
-	full := &agentapi.SyncMessage{Kind: agentapi.KindFull, Digest: emptyDigest}
-	if p := h.byParent[parent]; p != nil {
-		full.Digest = p.digest
-		full.Upserts = make([]agentapi.Entry, 0, len(p.entries))
-		for _, e := range p.entries {
+	full := &agentapi.SyncMessage{Kind: agentapi.KindFull, Parents: sub.parents, Digest: h.digestLocked(parents)}
+	for _, p := range parents {
+		if h.subs[p] == nil {
+			h.subs[p] = make(map[*agentSub]struct{})
+		}
+		h.subs[p][sub] = struct{}{}
+		for _, e := range h.byParent[p] {
 			full.Upserts = append(full.Upserts, agentapi.FromEntry(e))
 		}
 	}
@@ -224,46 +198,32 @@ func (h *agentHub) subscribe(parent string) (*agentSub, *agentapi.SyncMessage) {
 }
 
 // unsubscribe forgets a stream (a no-op once the hub dropped it).
-func (h *agentHub) unsubscribe(parent string, sub *agentSub) {
+func (h *agentHub) unsubscribe(sub *agentSub) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.dropLocked(parent, sub)
+	h.dropLocked(sub)
 }
 
 // reconcile queues a digest message for sub behind any queued delta.
-func (h *agentHub) reconcile(parent string, sub *agentSub) {
+func (h *agentHub) reconcile(sub *agentSub) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.subs[parent][sub]; !ok {
+	if sub.closed {
 		return
 	}
-	d := emptyDigest
-	if p := h.byParent[parent]; p != nil {
-		d = p.digest
-	}
-	h.sendLocked(parent, sub, &agentapi.SyncMessage{Kind: agentapi.KindReconcile, Digest: d})
+	h.sendLocked(sub, &agentapi.SyncMessage{Kind: agentapi.KindReconcile, Digest: h.digestLocked(sub.parents)})
 }
 
 // evict ends every stream of the agent with an eviction.
-func (h *agentHub) evict(parent string) {
+func (h *agentHub) evict(agentID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for sub := range h.subs[parent] {
-		sub.evicted = true
-		h.dropLocked(parent, sub)
+	for sub := range h.subs[agentID] {
+		if sub.parents[0] == agentID {
+			sub.evicted = true
+			h.dropLocked(sub)
+		}
 	}
-}
-
-// entry returns the agent's entry with the ID.
-func (h *agentHub) entry(parent, id string) (entry.Entry, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	p := h.byParent[parent]
-	if p == nil {
-		return entry.Entry{}, false
-	}
-	e, ok := p.entries[id]
-	return e, ok
 }
 
 // closeAll ends every open stream (the server is shutting down); agents
@@ -271,9 +231,21 @@ func (h *agentHub) entry(parent, id string) (entry.Entry, bool) {
 func (h *agentHub) closeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for parent, subs := range h.subs {
+	for _, subs := range h.subs {
 		for sub := range subs {
-			h.dropLocked(parent, sub)
+			h.dropLocked(sub)
 		}
 	}
+}
+
+// entry returns the entry with the ID if one of parents has it.
+func (h *agentHub) entry(parents []string, id string) (entry.Entry, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range parents {
+		if e, ok := h.byParent[p][id]; ok {
+			return e, true
+		}
+	}
+	return entry.Entry{}, false
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -208,10 +209,13 @@ func (s *Server) attestAgent(r *http.Request, req agentapi.AttestRequest) (*agen
 	if err != nil {
 		return nil, err
 	}
-	var node, method string
+	var (
+		node, method string
+		selectors    []string
+	)
 	if req.JoinToken != "" {
 		method = agentapi.MethodJoinToken
-		if node, err = s.consumeJoinToken(ctx, req.JoinToken, req.NodeID); err != nil {
+		if node, selectors, err = s.consumeJoinToken(ctx, req.JoinToken, req.NodeID); err != nil {
 			return nil, err
 		}
 	} else {
@@ -219,7 +223,7 @@ func (s *Server) attestAgent(r *http.Request, req agentapi.AttestRequest) (*agen
 		if req.NodeID != "" {
 			return nil, agentErr(http.StatusBadRequest, agentapi.CodeBadRequest, "node_id goes with a join token; with x509pop the certificate names the node")
 		}
-		if node, err = s.x509PoPNode(r); err != nil {
+		if node, selectors, err = s.x509PoPNode(r); err != nil {
 			return nil, err
 		}
 	}
@@ -243,7 +247,7 @@ func (s *Server) attestAgent(r *http.Request, req agentapi.AttestRequest) (*agen
 	}
 	now := s.clock()
 	a := storage.Agent{
-		ID: node, SPIFFEID: agentID, Attestation: method, Serial: iss.Record.Serial,
+		ID: node, SPIFFEID: agentID, Attestation: method, Selectors: selectors, Serial: iss.Record.Serial,
 		NotAfter: iss.Certificate.NotAfter, AttestedAt: now, UpdatedAt: now,
 	}
 	var expect int64
@@ -265,16 +269,17 @@ func (s *Server) attestAgent(r *http.Request, req agentapi.AttestRequest) (*agen
 	return s.svidResponse(node, agentID, iss), nil
 }
 
-// consumeJoinToken uses up a join token and returns the node it admits.
+// consumeJoinToken uses up a join token and returns the node it admits
+// and the node selectors it gives (group:<name> for each of its groups).
 // A token naming another node than the request is put back: bad input
 // changes nothing.
-func (s *Server) consumeJoinToken(ctx context.Context, token, requested string) (string, error) {
+func (s *Server) consumeJoinToken(ctx context.Context, token, requested string) (string, []string, error) {
 	jt, err := s.store.ConsumeJoinToken(ctx, tokenHash(token), s.clock())
 	if errors.Is(err, storage.ErrNotFound) {
-		return "", agentErr(http.StatusUnauthorized, agentapi.CodeUnauthenticated, "join token unknown, already used or expired")
+		return "", nil, agentErr(http.StatusUnauthorized, agentapi.CodeUnauthenticated, "join token unknown, already used or expired")
 	}
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	node := jt.NodeID
 	switch {
@@ -287,48 +292,63 @@ func (s *Server) consumeJoinToken(ctx context.Context, token, requested string) 
 	}
 	if err != nil {
 		if perr := s.store.CreateJoinToken(ctx, jt); perr != nil {
-			return "", errors.Join(err, fmt.Errorf("restoring the join token: %w", perr))
+			return "", nil, errors.Join(err, fmt.Errorf("restoring the join token: %w", perr))
 		}
-		return "", err
+		return "", nil, err
 	}
-	return node, nil
+	var sels []string
+	for _, g := range jt.Groups {
+		sels = append(sels, agentapi.SelectorGroup+":"+g)
+	}
+	return node, sels, nil
 }
 
 // x509PoPNode verifies the TLS client certificate against the node CAs
-// and returns the node its common name names. The TLS handshake proved
+// and returns the node its common name names, and its node selectors:
+// x509pop:ca:<fingerprint of the CA that verified it> and x509pop:ou:<ou>
+// for each organizational unit usable as one. The TLS handshake proved
 // possession of the certificate's key.
-func (s *Server) x509PoPNode(r *http.Request) (string, error) {
+func (s *Server) x509PoPNode(r *http.Request) (string, []string, error) {
 	file := s.cfg.Agents.X509PoPCAFile
 	if file == "" {
-		return "", agentErr(http.StatusUnauthorized, agentapi.CodeUnauthenticated, "a join token is required (x509pop attestation is not configured)")
+		return "", nil, agentErr(http.StatusUnauthorized, agentapi.CodeUnauthenticated, "a join token is required (x509pop attestation is not configured)")
 	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return "", agentErr(http.StatusUnauthorized, agentapi.CodeUnauthenticated, "a join token or a node certificate is required")
+		return "", nil, agentErr(http.StatusUnauthorized, agentapi.CodeUnauthenticated, "a join token or a node certificate is required")
 	}
 	pemBytes, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("reading agents.x509pop_ca_file: %w", err)
+		return "", nil, fmt.Errorf("reading agents.x509pop_ca_file: %w", err)
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(pemBytes) {
-		return "", fmt.Errorf("agents.x509pop_ca_file %s holds no certificate", file)
+		return "", nil, fmt.Errorf("agents.x509pop_ca_file %s holds no certificate", file)
 	}
 	inters := x509.NewCertPool()
 	for _, c := range r.TLS.PeerCertificates[1:] {
 		inters.AddCert(c)
 	}
 	leaf := r.TLS.PeerCertificates[0]
-	if _, err := leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots: roots, Intermediates: inters, CurrentTime: s.clock(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
-		return "", agentErr(http.StatusUnauthorized, agentapi.CodeUnauthenticated, "node certificate not trusted: %v", err)
+	})
+	if err != nil {
+		return "", nil, agentErr(http.StatusUnauthorized, agentapi.CodeUnauthenticated, "node certificate not trusted: %v", err)
 	}
 	node := leaf.Subject.CommonName
 	if err := agentapi.CheckNodeID(node); err != nil {
-		return "", agentErr(http.StatusBadRequest, agentapi.CodeBadRequest, "node certificate's common name: %v", err)
+		return "", nil, agentErr(http.StatusBadRequest, agentapi.CodeBadRequest, "node certificate's common name: %v", err)
 	}
-	return node, nil
+	ca := chains[0][len(chains[0])-1]
+	fp := sha256.Sum256(ca.Raw)
+	sels := []string{agentapi.SelectorX509PoP + ":ca:" + hex.EncodeToString(fp[:16])}
+	for _, ou := range leaf.Subject.OrganizationalUnit {
+		if agentapi.CheckNodeID(ou) == nil {
+			sels = append(sels, agentapi.SelectorX509PoP+":ou:"+ou)
+		}
+	}
+	return node, sels, nil
 }
 
 // issueForAgent issues a certificate and notes it under the agent, both
@@ -410,9 +430,9 @@ func (s *Server) handleAgentSign(w http.ResponseWriter, r *http.Request, a stora
 	}
 	creqs := make([]ca.Request, len(req.Requests))
 	for i, cr := range req.Requests {
-		e, ok := s.agents.entry(a.SPIFFEID, cr.EntryID)
+		e, ok := s.agents.entry(s.agentParents(a), cr.EntryID)
 		if !ok {
-			s.writeAgentError(w, agentErr(http.StatusForbidden, agentapi.CodeNotParent, "entry %q is not parented to %s", cr.EntryID, a.SPIFFEID))
+			s.writeAgentError(w, agentErr(http.StatusForbidden, agentapi.CodeNotParent, "entry %q is not parented to %s or its node selectors", cr.EntryID, a.SPIFFEID))
 			return
 		}
 		csr, err := parseAgentCSR(cr.CSR)
@@ -466,9 +486,9 @@ func (s *Server) handleAgentJWT(w http.ResponseWriter, r *http.Request, a storag
 		s.writeAgentError(w, agentErr(http.StatusBadRequest, agentapi.CodeBadRequest, "audience must be given, without empty values"))
 		return
 	}
-	e, ok := s.agents.entry(a.SPIFFEID, req.EntryID)
+	e, ok := s.agents.entry(s.agentParents(a), req.EntryID)
 	if !ok {
-		s.writeAgentError(w, agentErr(http.StatusForbidden, agentapi.CodeNotParent, "entry %q is not parented to %s", req.EntryID, a.SPIFFEID))
+		s.writeAgentError(w, agentErr(http.StatusForbidden, agentapi.CodeNotParent, "entry %q is not parented to %s or its node selectors", req.EntryID, a.SPIFFEID))
 		return
 	}
 	jwt, err := s.jwtIssuer()
@@ -516,8 +536,8 @@ func (s *Server) handleAgentSync(w http.ResponseWriter, r *http.Request, a stora
 		s.writeAgentError(w, errors.Join(ErrSealed, err))
 		return
 	}
-	sub, full := s.agents.subscribe(a.SPIFFEID)
-	defer s.agents.unsubscribe(a.SPIFFEID, sub)
+	sub, full := s.agents.subscribe(s.agentParents(a))
+	defer s.agents.unsubscribe(sub)
 	full.Trust = wire
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
@@ -578,7 +598,7 @@ func (s *Server) handleAgentSync(w http.ResponseWriter, r *http.Request, a stora
 			if _, err := s.authenticateSVID(r); err != nil {
 				return
 			}
-			s.agents.reconcile(a.SPIFFEID, sub)
+			s.agents.reconcile(sub)
 		}
 	}
 }
@@ -589,6 +609,9 @@ type JoinTokenRequest struct {
 	NodeID string `json:"node_id,omitempty"`
 	// TTL is a Go duration; empty means one hour.
 	TTL string `json:"ttl,omitempty"`
+	// Groups are node groups the agent joins: it receives the entries
+	// parented to spiffe://<td>/sigil/nodes/group/<name>.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // JoinTokenResponse carries a new join token, shown once.
@@ -606,6 +629,12 @@ func (s *Server) handleJoinTokenCreate(w http.ResponseWriter, r *http.Request) {
 	if req.NodeID != "" {
 		if err := agentapi.CheckNodeID(req.NodeID); err != nil {
 			writeErrors(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	for _, g := range req.Groups {
+		if err := agentapi.CheckNodeID(g); err != nil {
+			writeErrors(w, http.StatusBadRequest, "group: "+err.Error())
 			return
 		}
 	}
@@ -629,8 +658,8 @@ func (s *Server) handleJoinTokenCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	now := s.clock()
-	jt := storage.JoinToken{Hash: tokenHash(token), NodeID: req.NodeID, CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	detail := "node=" + req.NodeID + " expires=" + jt.ExpiresAt.UTC().Format(time.RFC3339)
+	jt := storage.JoinToken{Hash: tokenHash(token), NodeID: req.NodeID, Groups: req.Groups, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	detail := "node=" + req.NodeID + " groups=" + strings.Join(req.Groups, ",") + " expires=" + jt.ExpiresAt.UTC().Format(time.RFC3339)
 	if err := s.audit(r.Context(), tlog.Entry{Kind: tlog.KindAgentToken, Subject: tlog.Subject{Path: "agent/" + req.NodeID, Detail: detail}}); err != nil {
 		s.writeAdminError(w, err)
 		return
@@ -644,18 +673,19 @@ func (s *Server) handleJoinTokenCreate(w http.ResponseWriter, r *http.Request) {
 
 // AgentJSON is an agent in the admin API.
 type AgentJSON struct {
-	NodeID      string `json:"node_id"`
-	SPIFFEID    string `json:"spiffe_id"`
-	Attestation string `json:"attestation"`
-	Serial      string `json:"serial"`
-	NotAfter    string `json:"not_after"`
-	AttestedAt  string `json:"attested_at"`
-	EvictedAt   string `json:"evicted_at,omitempty"`
+	NodeID      string   `json:"node_id"`
+	SPIFFEID    string   `json:"spiffe_id"`
+	Attestation string   `json:"attestation"`
+	Selectors   []string `json:"selectors"`
+	Serial      string   `json:"serial"`
+	NotAfter    string   `json:"not_after"`
+	AttestedAt  string   `json:"attested_at"`
+	EvictedAt   string   `json:"evicted_at,omitempty"`
 }
 
 func agentToJSON(a storage.Agent) AgentJSON {
 	j := AgentJSON{
-		NodeID: a.ID, SPIFFEID: a.SPIFFEID, Attestation: a.Attestation, Serial: a.Serial,
+		NodeID: a.ID, SPIFFEID: a.SPIFFEID, Attestation: a.Attestation, Selectors: a.Selectors, Serial: a.Serial,
 		NotAfter: a.NotAfter.UTC().Format(time.RFC3339), AttestedAt: a.AttestedAt.UTC().Format(time.RFC3339),
 	}
 	if a.Evicted() {
@@ -744,14 +774,31 @@ func (s *Server) EvictAgent(ctx context.Context, id string) (storage.Agent, erro
 	return a, errors.Join(errs...)
 }
 
-// checkParent refuses a registration entry parent that is not an agent ID.
+// checkParent refuses a registration entry parent that is neither an
+// agent ID nor a node selector parent.
 func (s *Server) checkParent(e entry.Entry) error {
 	if e.ParentID == "" {
 		return nil
 	}
-	if _, ok := agentapi.NodeOf(s.cfg.TrustDomain, e.ParentID); !ok {
-		return &entry.FieldError{Field: "parent_id", Reason: fmt.Sprintf("%q is not an agent ID (%s)", e.ParentID,
-			agentapi.AgentID(s.cfg.TrustDomain, "<node>"))}
+	td := s.cfg.TrustDomain
+	if _, ok := agentapi.NodeOf(td, e.ParentID); ok {
+		return nil
 	}
-	return nil
+	if _, ok := agentapi.ParentSelector(td, e.ParentID); ok {
+		return nil
+	}
+	return &entry.FieldError{Field: "parent_id", Reason: fmt.Sprintf("%q is neither an agent ID (%s) nor a node selector (%s)", e.ParentID,
+		agentapi.AgentID(td, "<node>"), "spiffe://"+td+agentapi.NodesPath+"<type>/<value>")}
+}
+
+// agentParents are the ParentIDs whose entries the agent gets: its own
+// SPIFFE ID first, then one per node selector.
+func (s *Server) agentParents(a storage.Agent) []string {
+	parents := []string{a.SPIFFEID}
+	for _, sel := range a.Selectors {
+		if p, ok := agentapi.SelectorParent(s.cfg.TrustDomain, sel); ok {
+			parents = append(parents, p)
+		}
+	}
+	return parents
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,22 +73,22 @@ func newCSR(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 }
 
 // joinToken makes a join token as the operator.
-func (r *runningServer) joinToken(t testing.TB, node string) string {
+func (r *runningServer) joinToken(t testing.TB, node string, groups ...string) string {
 	t.Helper()
 	var out JoinTokenResponse
-	if code, doc := postJSON(t, r.admin, r.adminURL+"/v1/agents/join-tokens", JoinTokenRequest{NodeID: node}, &out); code != http.StatusOK {
+	if code, doc := postJSON(t, r.admin, r.adminURL+"/v1/agents/join-tokens", JoinTokenRequest{NodeID: node, Groups: groups}, &out); code != http.StatusOK {
 		t.Fatalf("creating join token: %d %v", code, doc)
 	}
 	return out.Token
 }
 
-// attestAgent attests node with a fresh join token.
-func (r *runningServer) attestAgent(t testing.TB, node string) *testAgent {
+// attestAgent attests node with a fresh join token for the groups.
+func (r *runningServer) attestAgent(t testing.TB, node string, groups ...string) *testAgent {
 	t.Helper()
 	key, csr := newCSR(t)
 	var out agentapi.SVIDResponse
 	if code, doc := postJSON(t, r.clientWith(tls.Certificate{}), r.adminURL+agentapi.PathAttest,
-		agentapi.AttestRequest{JoinToken: r.joinToken(t, node), CSR: csr}, &out); code != http.StatusOK {
+		agentapi.AttestRequest{JoinToken: r.joinToken(t, node, groups...), CSR: csr}, &out); code != http.StatusOK {
 		t.Fatalf("attesting %s: %d %v", node, code, doc)
 	}
 	leaf, err := x509.ParseCertificate(out.Chain[0])
@@ -449,7 +450,7 @@ func nodeCA(t *testing.T) ([]byte, func(cn string) tls.Certificate) {
 	issue := func(cn string) tls.Certificate {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()),
-			Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+			Subject: pkix.Name{CommonName: cn, OrganizationalUnit: []string{"web", "Not A Selector"}}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, caCert, key.Public(), caKey)
 		if err != nil {
 			t.Fatal(err)
@@ -497,8 +498,12 @@ func TestAgentAttestX509PoP(t *testing.T) {
 			t.Errorf("%s: attested as %q, want %q", tt.name, out.NodeID, tt.node)
 		}
 	}
-	if a, err := r.store.GetAgent(t.Context(), "node-x"); err != nil || a.Attestation != agentapi.MethodX509PoP {
+	a, err := r.store.GetAgent(t.Context(), "node-x")
+	if err != nil || a.Attestation != agentapi.MethodX509PoP {
 		t.Errorf("stored agent %+v, %v", a, err)
+	}
+	if len(a.Selectors) != 2 || !strings.HasPrefix(a.Selectors[0], "x509pop:ca:") || len(a.Selectors[0]) != len("x509pop:ca:")+32 || a.Selectors[1] != "x509pop:ou:web" {
+		t.Errorf("node selectors %v, want the CA's fingerprint and the usable OU", a.Selectors)
 	}
 	// An evicted node does not come back by its certificate.
 	if _, err := r.EvictAgent(t.Context(), "node-x"); err != nil {
@@ -506,5 +511,73 @@ func TestAgentAttestX509PoP(t *testing.T) {
 	}
 	if code, doc := postJSON(t, r.clientWith(issue("node-x")), url, agentapi.AttestRequest{CSR: csr}, nil); code != http.StatusForbidden || doc.Code != agentapi.CodeEvicted {
 		t.Errorf("evicted node by certificate: %d %+v", code, doc)
+	}
+}
+
+// TestAgentNodeSelectorParent: an entry parented to a node selector goes
+// to every agent with that selector (a join token's group), and to no
+// other; each of them may have it signed.
+func TestAgentNodeSelectorParent(t *testing.T) {
+	r := startRunning(t)
+	g1, g2, x := r.attestAgent(t, "node-g1", "web"), r.attestAgent(t, "node-g2", "web", "eu"), r.attestAgent(t, "node-x")
+	if a, _ := r.store.GetAgent(t.Context(), "node-g2"); !slices.Equal(a.Selectors, []string{"group:web", "group:eu"}) {
+		t.Errorf("node-g2's selectors %v", a.Selectors)
+	}
+	web := "spiffe://example.org/sigil/nodes/group/web"
+	shared := r.parentedEntry(t, "spiffe://example.org/frontend", web)
+	own := r.parentedEntry(t, "spiffe://example.org/g1-only", g1.id)
+
+	s1, s2, sx := openSync(t, r, g1), openSync(t, r, g2), openSync(t, r, x)
+	ids := func(m *agentapi.SyncMessage) []string {
+		var out []string
+		for _, e := range m.Upserts {
+			out = append(out, e.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want1 := []string{shared.ID, own.ID}
+	slices.Sort(want1)
+	if m := s1.next(t); !slices.Equal(ids(m), want1) || !slices.Equal(m.Parents, []string{g1.id, web}) {
+		t.Errorf("g1's full set %v parents %v", ids(m), m.Parents)
+	}
+	if m := s2.next(t); !slices.Equal(ids(m), []string{shared.ID}) || len(m.Parents) != 3 {
+		t.Errorf("g2's full set %v parents %v", ids(m), m.Parents)
+	}
+	if m := sx.next(t); len(m.Upserts) != 0 {
+		t.Errorf("x's full set %v", ids(m))
+	}
+
+	_, csr := newCSR(t)
+	sign := func(a *testAgent) int {
+		code, _ := postJSON(t, a.client, r.adminURL+agentapi.PathSign, agentapi.SignRequest{Requests: []agentapi.CSRForEntry{{EntryID: shared.ID, CSR: csr}}}, nil)
+		return code
+	}
+	if c1, c2, cx := sign(g1), sign(g2), sign(x); c1 != http.StatusOK || c2 != http.StatusOK || cx != http.StatusForbidden {
+		t.Errorf("signing the group's entry: g1 %d, g2 %d, x %d; want 200, 200, 403", c1, c2, cx)
+	}
+
+	// A new group entry reaches both members, and only them.
+	second := r.parentedEntry(t, "spiffe://example.org/frontend-2", web)
+	for name, s := range map[string]*syncStream{"g1": s1, "g2": s2} {
+		if m := s.next(t); m.Kind != agentapi.KindDelta || !slices.Equal(ids(m), []string{second.ID}) {
+			t.Errorf("%s after a group entry: %+v", name, m)
+		}
+	}
+	select {
+	case m := <-sx.msgs:
+		if m.Kind != agentapi.KindReconcile {
+			t.Errorf("x received %+v for another group's entry", m)
+		}
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	for _, bad := range []string{"spiffe://example.org/sigil/nodes/group", "spiffe://example.org/sigil/nodes/group/Web", "spiffe://example.org/sigil/other"} {
+		if code, _ := postJSON(t, r.admin, r.adminURL+"/v1/entries", EntryJSON{SPIFFEID: "spiffe://example.org/y", ParentID: bad, Selectors: []string{uidSelector()}}, nil); code != http.StatusBadRequest {
+			t.Errorf("parent %s: %d, want 400", bad, code)
+		}
+	}
+	if code, _ := postJSON(t, r.admin, r.adminURL+"/v1/agents/join-tokens", JoinTokenRequest{Groups: []string{"Not OK"}}, nil); code != http.StatusBadRequest {
+		t.Errorf("a token for a bad group name: %d", code)
 	}
 }

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -12,7 +13,7 @@ import (
 // agent_join_tokens, keyed by the token's hash; agent_certificates lists
 // what was signed for each agent. agents_revision counts agent changes.
 
-const agentColumns = `id, spiffe_id, attestation, serial, not_after, attested_at, updated_at, evicted_at, revision`
+const agentColumns = `id, spiffe_id, attestation, selectors, serial, not_after, attested_at, updated_at, evicted_at, revision`
 
 type agentQueries struct {
 	createToken, consumeToken                     string
@@ -23,15 +24,15 @@ type agentQueries struct {
 
 func newAgentQueries(d dialect) *agentQueries {
 	return &agentQueries{
-		createToken: d.sql(`INSERT INTO agent_join_tokens (token_hash, node_id, created_at, expires_at)
-			VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+		createToken: d.sql(`INSERT INTO agent_join_tokens (token_hash, node_id, groups, created_at, expires_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
 		// One statement removes and returns the row, so that of two
 		// concurrent consumers exactly one sees it.
 		consumeToken: d.sql(`DELETE FROM agent_join_tokens WHERE token_hash = ?
-			RETURNING token_hash, node_id, created_at, expires_at`),
+			RETURNING token_hash, node_id, groups, created_at, expires_at`),
 		createAgent: d.sql(`INSERT INTO agents (` + agentColumns + `)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING`),
-		updateAgent: d.sql(`UPDATE agents SET spiffe_id = ?, attestation = ?, serial = ?, not_after = ?,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING`),
+		updateAgent: d.sql(`UPDATE agents SET spiffe_id = ?, attestation = ?, selectors = ?, serial = ?, not_after = ?,
 			attested_at = ?, updated_at = ?, evicted_at = ?, revision = revision + 1
 			WHERE id = ? AND revision = ?`),
 		getAgent:    d.sql(`SELECT ` + agentColumns + ` FROM agents WHERE id = ?`),
@@ -70,7 +71,11 @@ func (db *DB) CreateJoinToken(ctx context.Context, jt JoinToken) error {
 	if !times[0].Valid || !times[1].Valid {
 		return errors.New("storing join token: creation and expiry times are required")
 	}
-	res, err := db.write.ExecContext(ctx, db.agentQ().createToken, jt.Hash, jt.NodeID, times[0], times[1])
+	groups, err := jsonList(jt.Groups)
+	if err != nil {
+		return fmt.Errorf("storing join token: %w", err)
+	}
+	res, err := db.write.ExecContext(ctx, db.agentQ().createToken, jt.Hash, jt.NodeID, groups, times[0], times[1])
 	if err != nil {
 		return fmt.Errorf("storing join token: %w", err)
 	}
@@ -85,9 +90,10 @@ func (db *DB) CreateJoinToken(ctx context.Context, jt JoinToken) error {
 func (db *DB) ConsumeJoinToken(ctx context.Context, hash string, now time.Time) (JoinToken, error) {
 	var (
 		jt                 JoinToken
+		groups             string
 		created, expiresAt sql.NullInt64
 	)
-	err := db.write.QueryRowContext(ctx, db.agentQ().consumeToken, hash).Scan(&jt.Hash, &jt.NodeID, &created, &expiresAt)
+	err := db.write.QueryRowContext(ctx, db.agentQ().consumeToken, hash).Scan(&jt.Hash, &jt.NodeID, &groups, &created, &expiresAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return JoinToken{}, fmt.Errorf("consuming join token: %w", ErrNotFound)
 	}
@@ -95,6 +101,9 @@ func (db *DB) ConsumeJoinToken(ctx context.Context, hash string, now time.Time) 
 		return JoinToken{}, fmt.Errorf("consuming join token: %w", err)
 	}
 	db.commits.Add(1)
+	if err := json.Unmarshal([]byte(groups), &jt.Groups); err != nil {
+		return JoinToken{}, fmt.Errorf("consuming join token: decoding its groups: %w", err)
+	}
 	jt.CreatedAt, jt.ExpiresAt = fromNanos(created), fromNanos(expiresAt)
 	if !now.Before(jt.ExpiresAt) {
 		return JoinToken{}, fmt.Errorf("consuming join token: expired: %w", ErrNotFound)
@@ -105,10 +114,14 @@ func (db *DB) ConsumeJoinToken(ctx context.Context, hash string, now time.Time) 
 func scanAgent(r rowScanner) (Agent, error) {
 	var (
 		a                             Agent
+		sel                           string
 		notAfter, att, upd, evictedAt sql.NullInt64
 	)
-	if err := r.Scan(&a.ID, &a.SPIFFEID, &a.Attestation, &a.Serial, &notAfter, &att, &upd, &evictedAt, &a.Revision); err != nil {
+	if err := r.Scan(&a.ID, &a.SPIFFEID, &a.Attestation, &sel, &a.Serial, &notAfter, &att, &upd, &evictedAt, &a.Revision); err != nil {
 		return Agent{}, err
+	}
+	if err := json.Unmarshal([]byte(sel), &a.Selectors); err != nil {
+		return Agent{}, fmt.Errorf("decoding the selectors of agent %s: %w", a.ID, err)
 	}
 	a.NotAfter, a.AttestedAt, a.UpdatedAt, a.EvictedAt = fromNanos(notAfter), fromNanos(att), fromNanos(upd), fromNanos(evictedAt)
 	return a, nil
@@ -123,15 +136,19 @@ func (db *DB) PutAgent(ctx context.Context, a Agent, expectRevision int64) error
 	if err != nil {
 		return fmt.Errorf("storing agent %s: %w", a.ID, err)
 	}
+	sel, err := jsonList(a.Selectors)
+	if err != nil {
+		return fmt.Errorf("storing agent %s: %w", a.ID, err)
+	}
 	q := db.agentQ()
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		var res sql.Result
 		var err error
 		if expectRevision == 0 {
-			res, err = tx.ExecContext(ctx, q.createAgent, a.ID, a.SPIFFEID, a.Attestation, a.Serial,
+			res, err = tx.ExecContext(ctx, q.createAgent, a.ID, a.SPIFFEID, a.Attestation, sel, a.Serial,
 				times[0], times[1], times[2], times[3])
 		} else {
-			res, err = tx.ExecContext(ctx, q.updateAgent, a.SPIFFEID, a.Attestation, a.Serial,
+			res, err = tx.ExecContext(ctx, q.updateAgent, a.SPIFFEID, a.Attestation, sel, a.Serial,
 				times[0], times[1], times[2], times[3], a.ID, expectRevision)
 		}
 		if err != nil {
@@ -189,6 +206,15 @@ func (db *DB) AgentsRevision(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("reading agents revision: %w", err)
 	}
 	return n, nil
+}
+
+// jsonList encodes a list of strings as a JSON array, nil as [].
+func jsonList(l []string) (string, error) {
+	if l == nil {
+		l = []string{}
+	}
+	b, err := json.Marshal(l)
+	return string(b), err
 }
 
 // RecordAgentCertificate notes a certificate signed for an agent.

@@ -248,18 +248,23 @@ var migrations = []migration{
 		stmts: []string{
 			// Join tokens by the SHA-256 of the token (hex), never the
 			// token itself; node_id is '' when the agent names its node.
+			// groups is a JSON array of the node groups it admits into.
 			`CREATE TABLE agent_join_tokens (
 				token_hash TEXT PRIMARY KEY,
 				node_id TEXT NOT NULL,
+				groups TEXT NOT NULL,
 				created_at BIGINT NOT NULL,
 				expires_at BIGINT NOT NULL)`,
 			`CREATE INDEX agent_join_tokens_expiry ON agent_join_tokens (expires_at)`,
 			// One row per node that has attested. evicted_at is NULL while
-			// the agent is in good standing; serial is its current SVID.
+			// the agent is in good standing; serial is its current SVID;
+			// selectors (a JSON array) are the node selectors attestation
+			// found.
 			`CREATE TABLE agents (
 				id TEXT PRIMARY KEY,
 				spiffe_id TEXT NOT NULL UNIQUE,
 				attestation TEXT NOT NULL,
+				selectors TEXT NOT NULL,
 				serial TEXT NOT NULL,
 				not_after BIGINT,
 				attested_at BIGINT,

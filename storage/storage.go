@@ -363,7 +363,9 @@ type JoinToken struct {
 	// Hash is the lowercase hex SHA-256 of the token.
 	Hash string
 	// NodeID is the node the token admits; empty lets the agent name it.
-	NodeID    string
+	NodeID string
+	// Groups are the node groups the agent joins; nil is stored as empty.
+	Groups    []string
 	CreatedAt time.Time
 	ExpiresAt time.Time
 }
@@ -375,6 +377,9 @@ type Agent struct {
 	SPIFFEID string
 	// Attestation is how it last attested: "join_token" or "x509pop".
 	Attestation string
+	// Selectors are the node selectors attestation found ("type:value");
+	// nil is stored as empty.
+	Selectors []string
 	// Serial and NotAfter describe its current agent SVID.
 	Serial     string
 	NotAfter   time.Time

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -34,9 +35,12 @@ func agentCmd() *cobra.Command {
 
 func agentTokenCmd(cf *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Join tokens for agents"}
-	var nodeID, ttl string
+	var (
+		nodeID, ttl string
+		groups      []string
+	)
 	create := &cobra.Command{
-		Use:   "create [--node-id ID] [--ttl D]",
+		Use:   "create [--node-id ID] [--group G ...] [--ttl D]",
 		Short: "Make a single-use join token (shown once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -45,7 +49,7 @@ func agentTokenCmd(cf *clientFlags) *cobra.Command {
 				return err
 			}
 			var out server.JoinTokenResponse
-			if err := c.do(cmd.Context(), "POST", "/v1/agents/join-tokens", server.JoinTokenRequest{NodeID: nodeID, TTL: ttl}, &out); err != nil {
+			if err := c.do(cmd.Context(), "POST", "/v1/agents/join-tokens", server.JoinTokenRequest{NodeID: nodeID, TTL: ttl, Groups: groups}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), out.Token)
@@ -58,6 +62,7 @@ func agentTokenCmd(cf *clientFlags) *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&nodeID, "node-id", "", "the only node this token admits (default: the agent names its node)")
+	create.Flags().StringArrayVar(&groups, "group", nil, "node group the agent joins (repeatable): it gets the entries parented to spiffe://<td>/sigil/nodes/group/<name>")
 	create.Flags().StringVar(&ttl, "ttl", "", "lifetime, e.g. 30m (default 1h, at most agents.join_token_max_ttl)")
 	cf.registerLocal(create)
 	cmd.AddCommand(create)
@@ -89,13 +94,17 @@ func agentListCmd(cf *clientFlags) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tSPIFFE ID\tATTESTATION\tSVID EXPIRES\tEVICTED")
+			fmt.Fprintln(tw, "NODE\tSPIFFE ID\tATTESTATION\tNODE SELECTORS\tSVID EXPIRES\tEVICTED")
 			for _, a := range out.Agents {
 				ev := "-"
 				if a.EvictedAt != "" {
 					ev = a.EvictedAt
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.NodeID, a.SPIFFEID, a.Attestation, a.NotAfter, ev)
+				sels := strings.Join(a.Selectors, ",")
+				if sels == "" {
+					sels = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.NodeID, a.SPIFFEID, a.Attestation, sels, a.NotAfter, ev)
 			}
 			return tw.Flush()
 		},

@@ -83,6 +83,51 @@ func NodeOf(td, spiffeID string) (string, bool) {
 	return id, true
 }
 
+// NodesPath is the path under which node selector parents live: an entry
+// whose ParentID is spiffe://<td>/sigil/nodes/<type>/<value...> goes to
+// every agent that has the node selector "<type>:<value...>" (the path's
+// slashes standing for the selector's colons).
+const NodesPath = "/sigil/nodes/"
+
+// Node selector types that attestation produces.
+const (
+	// SelectorGroup is "group:<name>", from the join token.
+	SelectorGroup = "group"
+	// SelectorX509PoP is "x509pop:ca:<fingerprint>" (the first 16 bytes of
+	// the SHA-256 of the CA certificate that verified the node's, in hex)
+	// and "x509pop:ou:<organizational unit>", from the node certificate.
+	SelectorX509PoP = "x509pop"
+)
+
+// SelectorParent returns the ParentID that names the node selector sel in
+// trust domain td, or false when sel cannot be one: every colon-separated
+// part must pass CheckNodeID, and there must be at least two.
+func SelectorParent(td, sel string) (string, bool) {
+	parts := strings.Split(sel, ":")
+	if len(parts) < 2 {
+		return "", false
+	}
+	for _, p := range parts {
+		if CheckNodeID(p) != nil {
+			return "", false
+		}
+	}
+	return "spiffe://" + td + NodesPath + strings.Join(parts, "/"), true
+}
+
+// ParentSelector is the inverse of SelectorParent.
+func ParentSelector(td, parentID string) (string, bool) {
+	rest, ok := strings.CutPrefix(parentID, "spiffe://"+td+NodesPath)
+	if !ok {
+		return "", false
+	}
+	sel := strings.ReplaceAll(rest, "/", ":")
+	if p, ok := SelectorParent(td, sel); !ok || p != parentID {
+		return "", false
+	}
+	return sel, true
+}
+
 // Error codes in ErrorDocument.Code that an agent acts on.
 const (
 	// CodeEvicted: the agent was evicted; it must stop serving and forget
@@ -232,6 +277,9 @@ type SyncMessage struct {
 	Digest string `json:"digest,omitempty"`
 	// Trust is set on KindTrust, and on KindFull.
 	Trust *Trust `json:"trust,omitempty"`
+	// Parents, on KindFull only, are the ParentIDs whose entries the
+	// agent receives: its own SPIFFE ID and its node selector parents.
+	Parents []string `json:"parents,omitempty"`
 }
 
 // Trust is what workloads trust: the X.509 roots (DER), the JWT keys (a
@@ -335,8 +383,8 @@ func (m *SyncMessage) check() error {
 	hasEntries := len(m.Upserts) > 0 || len(m.Deleted) > 0
 	switch m.Kind {
 	case KindFull:
-		if len(m.Deleted) > 0 || m.Trust == nil || m.Digest == "" {
-			return errors.New("full: needs trust and digest, and no deletions")
+		if len(m.Deleted) > 0 || m.Trust == nil || m.Digest == "" || len(m.Parents) == 0 {
+			return errors.New("full: needs trust, parents and digest, and no deletions")
 		}
 	case KindDelta:
 		if !hasEntries || m.Digest == "" || m.Trust != nil {
@@ -356,6 +404,9 @@ func (m *SyncMessage) check() error {
 		}
 	default:
 		return fmt.Errorf("unknown kind %q", m.Kind)
+	}
+	if m.Kind != KindFull && len(m.Parents) > 0 {
+		return errors.New("only a full set carries parents")
 	}
 	if m.Trust != nil {
 		if err := m.Trust.check(); err != nil {

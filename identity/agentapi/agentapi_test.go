@@ -21,10 +21,12 @@ func TestParseMessage(t *testing.T) {
 		name, line string
 		ok         bool
 	}{
-		{"full", `{"kind":"full",` + up + `,"digest":"d",` + trust + `}`, true},
-		{"full without entries", `{"kind":"full","digest":"d",` + trust + `}`, true},
-		{"full without trust", `{"kind":"full","digest":"d"}`, false},
-		{"full with deletions", `{"kind":"full","deleted":["x"],"digest":"d",` + trust + `}`, false},
+		{"full", `{"kind":"full",` + up + `,"digest":"d","parents":["p"],` + trust + `}`, true},
+		{"full without entries", `{"kind":"full","digest":"d","parents":["p"],` + trust + `}`, true},
+		{"full without parents", `{"kind":"full","digest":"d",` + trust + `}`, false},
+		{"full without trust", `{"kind":"full","digest":"d","parents":["p"]}`, false},
+		{"full with deletions", `{"kind":"full","deleted":["x"],"digest":"d","parents":["p"],` + trust + `}`, false},
+		{"delta with parents", `{"kind":"delta","deleted":["e2"],"digest":"d","parents":["p"]}`, false},
 		{"delta", `{"kind":"delta",` + up + `,"deleted":["e2"],"digest":"d"}`, true},
 		{"empty delta", `{"kind":"delta","digest":"d"}`, false},
 		{"delta without digest", `{"kind":"delta","deleted":["e2"]}`, false},
@@ -72,7 +74,7 @@ func TestStreamRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	msgs := []*agentapi.SyncMessage{
-		{Kind: agentapi.KindFull, Upserts: []agentapi.Entry{agentapi.FromEntry(e)}, Digest: "d1",
+		{Kind: agentapi.KindFull, Upserts: []agentapi.Entry{agentapi.FromEntry(e)}, Digest: "d1", Parents: []string{e.ParentID},
 			Trust: &agentapi.Trust{X509Roots: [][]byte{{1, 2, 3}}, JWTBundle: []byte(`{"keys":[]}`), X509Signer: "s"}},
 		{Kind: agentapi.KindDelta, Deleted: []string{e.ID}, Digest: "d2"},
 		{Kind: agentapi.KindReconcile, Digest: "d2"},
@@ -160,5 +162,37 @@ func TestDigest(t *testing.T) {
 	}
 	if agentapi.Digest(nil) != agentapi.Digest(map[string]int64{}) {
 		t.Error("nil and empty sets differ")
+	}
+}
+
+func TestSelectorParent(t *testing.T) {
+	tests := []struct {
+		sel, parent string
+		ok          bool
+	}{
+		{"group:web", "spiffe://example.org/sigil/nodes/group/web", true},
+		{"x509pop:ca:0a1b", "spiffe://example.org/sigil/nodes/x509pop/ca/0a1b", true},
+		{"group", "", false},
+		{"group:", "", false},
+		{"group:Web", "", false},
+		{"group:a/b", "", false},
+	}
+	for _, tt := range tests {
+		p, ok := agentapi.SelectorParent("example.org", tt.sel)
+		if p != tt.parent || ok != tt.ok {
+			t.Errorf("SelectorParent(%q) = %q, %v; want %q, %v", tt.sel, p, ok, tt.parent, tt.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if back, ok := agentapi.ParentSelector("example.org", p); !ok || back != tt.sel {
+			t.Errorf("ParentSelector(%q) = %q, %v", p, back, ok)
+		}
+	}
+	for _, bad := range []string{"spiffe://example.org/sigil/nodes/group", "spiffe://example.org/sigil/nodes/group//x", "spiffe://other.org/sigil/nodes/group/web", "spiffe://example.org/sigil/agent/n"} {
+		if sel, ok := agentapi.ParentSelector("example.org", bad); ok {
+			t.Errorf("ParentSelector(%q) = %q, true", bad, sel)
+		}
 	}
 }

@@ -19,7 +19,7 @@ func FuzzParseMessage(f *testing.F) {
 		`{"kind":"reconcile","digest":"d"}`,
 		`{"kind":"delta","deleted":["e2"],"digest":"d"}`,
 		`{"kind":"trust","trust":{"x509_roots":["AQI="],"jwt_bundle":{"keys":[]},"x509_signer":"ab"}}`,
-		`{"kind":"full","upserts":[{"id":"e1","spiffe_id":"spiffe://td/w","parent_id":"p","selectors":["unix:uid:1"],"x509_svid_ttl":1,"jwt_svid_ttl":1,"updated_at":"2026-01-01T00:00:00Z","revision":1}],"digest":"d","trust":{"x509_roots":["AQI="],"jwt_bundle":{"keys":[]},"x509_signer":""}}`,
+		`{"kind":"full","upserts":[{"id":"e1","spiffe_id":"spiffe://td/w","parent_id":"p","selectors":["unix:uid:1"],"x509_svid_ttl":1,"jwt_svid_ttl":1,"updated_at":"2026-01-01T00:00:00Z","revision":1}],"digest":"d","parents":["p"],"trust":{"x509_roots":["AQI="],"jwt_bundle":{"keys":[]},"x509_signer":""}}`,
 	} {
 		f.Add([]byte(s))
 	}

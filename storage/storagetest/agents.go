@@ -30,7 +30,7 @@ func runAgents(t *testing.T, run func(t *testing.T, name string, fn func(t *test
 }
 
 func testJoinToken(hash string) storage.JoinToken {
-	return storage.JoinToken{Hash: hash, NodeID: "node-" + hash, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	return storage.JoinToken{Hash: hash, NodeID: "node-" + hash, Groups: []string{"web", "eu"}, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 }
 
 func testJoinTokenSingleUse(t *testing.T, s storage.Store) {
@@ -117,7 +117,7 @@ func testJoinTokenConcurrent(t *testing.T, s storage.Store) {
 func testAgent(id string) storage.Agent {
 	return storage.Agent{
 		ID: id, SPIFFEID: "spiffe://example.org/sigil/agent/" + id, Attestation: "join_token",
-		Serial: "01", NotAfter: t0.Add(time.Hour), AttestedAt: t0, UpdatedAt: t0,
+		Selectors: []string{"group:web"}, Serial: "01", NotAfter: t0.Add(time.Hour), AttestedAt: t0, UpdatedAt: t0,
 	}
 }
 
@@ -143,6 +143,7 @@ func testAgentCreateGetUpdate(t *testing.T, s storage.Store) {
 		t.Error("a new agent is evicted")
 	}
 	a.Serial, a.EvictedAt, a.UpdatedAt = "02", t0.Add(time.Minute), t0.Add(time.Minute)
+	a.Selectors = []string{"group:db", "x509pop:ca:ab"}
 	if err := s.PutAgent(ctx, a, 1); err != nil {
 		t.Fatal(err)
 	}
