@@ -99,25 +99,28 @@ type Agent struct {
 	ready   chan struct{}
 	readyMu sync.Once
 
-	mu       sync.RWMutex
-	svid     *tls.Certificate // agent SVID with its key
-	node     string
-	agentID  string
-	parents  []string // ParentIDs whose entries this agent receives
-	client   *http.Client
-	entries  map[string]entry.Entry
-	digest   string
-	trust    *workload.Trust
-	wire     *agentapi.Trust
-	evicted  bool
-	lastSync time.Time
-	kept     map[string]keptSVID
-	spares   map[string]keptSVID
-	prefetch map[string]*time.Timer
-	runCtx   context.Context
-	stop     context.CancelCauseFunc
-	files    map[string]keptFile
-	dirty    bool
+	mu      sync.RWMutex
+	svid    *tls.Certificate // agent SVID with its key
+	svidAt  time.Time        // when svid was received
+	node    string
+	agentID string
+	parents []string // ParentIDs whose entries this agent receives
+	client  *http.Client
+	// attestClient carries attestations only.
+	attestClient *http.Client
+	entries      map[string]entry.Entry
+	digest       string
+	trust        *workload.Trust
+	wire         *agentapi.Trust
+	evicted      bool
+	lastSync     time.Time
+	kept         map[string]keptSVID
+	spares       map[string]keptSVID
+	prefetch     map[string]*time.Timer
+	runCtx       context.Context
+	stop         context.CancelCauseFunc
+	files        map[string]keptFile
+	dirty        bool
 
 	renderers []*renderer
 	readers   map[string]*reader
@@ -164,6 +167,18 @@ func New(cfg Config) (*Agent, error) {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	a.client = &http.Client{Transport: a.base}
+	// Attestation presents the node certificate (x509pop) or nothing,
+	// never an agent SVID, on connections of its own.
+	a.attestClient = &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.ServerRoots,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if cfg.NodeCertificate != nil {
+					return cfg.NodeCertificate, nil
+				}
+				return &tls.Certificate{}, nil
+			}},
+		DisableKeepAlives: true,
+	}}
 	if cfg.SecretsRefresh <= 0 {
 		cfg.SecretsRefresh = 30 * time.Second
 	}
@@ -177,16 +192,13 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// clientCertificate presents the agent SVID, or for attestation the node
-// certificate (x509pop), or nothing.
+// clientCertificate presents the agent SVID while it is unexpired, or
+// nothing.
 func (a *Agent) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if a.svid != nil && a.now().Before(a.svid.Leaf.NotAfter) {
 		return a.svid, nil
-	}
-	if a.cfg.NodeCertificate != nil {
-		return a.cfg.NodeCertificate, nil
 	}
 	return &tls.Certificate{}, nil
 }

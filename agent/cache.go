@@ -414,7 +414,7 @@ func (a *Agent) resume() bool {
 		key, kerr := x509.ParsePKCS8PrivateKey(st.AgentKey)
 		ec, isEC := key.(*ecdsa.PrivateKey)
 		if err == nil && kerr == nil && isEC && now.Before(chain[0].NotAfter) {
-			a.svid = &tls.Certificate{Certificate: st.AgentChain, PrivateKey: ec, Leaf: chain[0]}
+			a.svid, a.svidAt = &tls.Certificate{Certificate: st.AgentChain, PrivateKey: ec, Leaf: chain[0]}, chain[0].NotBefore
 			restored = true
 		}
 	}

@@ -48,7 +48,11 @@ func (a *Agent) call(ctx context.Context, path string, in, out any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.client.Do(req)
+	c := a.client
+	if path == agentapi.PathAttest {
+		c = a.attestClient
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return fmt.Errorf("calling %s: %w", path, err)
 	}
@@ -153,22 +157,26 @@ func (a *Agent) setSVID(resp agentapi.SVIDResponse, key *ecdsa.PrivateKey) error
 	}
 	cert := &tls.Certificate{Certificate: resp.Chain, PrivateKey: key, Leaf: leaf}
 	a.mu.Lock()
-	a.svid, a.node, a.agentID = cert, resp.NodeID, resp.SPIFFEID
+	a.svid, a.svidAt, a.node, a.agentID = cert, a.now(), resp.NodeID, resp.SPIFFEID
 	a.mu.Unlock()
 	// Connections made with the old SVID are not reused.
 	a.base.CloseIdleConnections()
 	return nil
 }
 
-// renewAt is when the agent SVID is renewed: half its lifetime.
+// renewAt is when the agent SVID is renewed: half its lifetime, counted
+// from when it was received (its NotBefore may be backdated).
 func (a *Agent) renewAt() time.Time {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if a.svid == nil {
 		return a.now()
 	}
-	l := a.svid.Leaf
-	return l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) / 2)
+	start := a.svid.Leaf.NotBefore
+	if a.svidAt.After(start) {
+		start = a.svidAt
+	}
+	return start.Add(a.svid.Leaf.NotAfter.Sub(start) / 2)
 }
 
 // renewLoop renews the agent SVID at half its lifetime; when renewal is

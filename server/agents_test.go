@@ -581,3 +581,30 @@ func TestAgentNodeSelectorParent(t *testing.T) {
 		t.Errorf("a token for a bad group name: %d", code)
 	}
 }
+
+// TestAgentSyncAcrossNodes: two servers on one PostgreSQL database; an
+// agent attested through A keeps its stream on B. An entry created through
+// A reaches it within a second, and an eviction made on A ends B's stream.
+func TestAgentSyncAcrossNodes(t *testing.T) {
+	a, b := startTwoNodes(t, func(c *config.Config) { c.Agents.SyncInterval = config.Duration(time.Second) })
+	ag := a.attestAgent(t, "node-ha")
+	ag.client = b.clientWith(ag.client.Transport.(*http.Transport).TLSClientConfig.Certificates[0])
+	s := openSync(t, b, ag)
+	if m := s.next(t); m.Kind != agentapi.KindFull || len(m.Upserts) != 0 {
+		t.Fatalf("first message on B: %+v", m)
+	}
+	created := time.Now()
+	e := a.parentedEntry(t, "spiffe://example.org/ha", ag.id)
+	if m := s.next(t); m.Kind != agentapi.KindDelta || len(m.Upserts) != 1 || m.Upserts[0].ID != e.ID {
+		t.Fatalf("B after a create on A: %+v", m)
+	}
+	if d := time.Since(created); d > time.Second {
+		t.Errorf("the entry reached B's stream after %s", d)
+	}
+	if _, err := a.EvictAgent(t.Context(), "node-ha"); err != nil {
+		t.Fatal(err)
+	}
+	if m := s.next(t); m.Kind != agentapi.KindEvicted {
+		t.Fatalf("B after an eviction on A: %+v", m)
+	}
+}
