@@ -129,6 +129,13 @@ func (a *Agent) attest(ctx context.Context) error {
 	if err := a.setSVID(resp, key); err != nil {
 		return err
 	}
+	// The join token is spent: keep the SVID it bought at once, so that a
+	// crash now does not leave the node without an identity.
+	if a.cfg.Cache != nil {
+		if st, err := a.snapshot(); err != nil || a.cfg.Cache.save(st) != nil {
+			a.log.Error("writing the agent SVID to the cache failed; it is kept in memory", "err", err)
+		}
+	}
 	a.log.Info("attested", "node", resp.NodeID, "spiffe_id", resp.SPIFFEID)
 	return nil
 }

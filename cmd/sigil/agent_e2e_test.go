@@ -152,6 +152,14 @@ func TestAgentsEndToEnd(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	// A JWT-SVID through the agent, minted and logged by the server,
+	// validated by the agent against the bundle it synchronised.
+	wenv := []string{"SPIFFE_ENDPOINT_SOCKET=unix://" + a.socket}
+	jwt, _, _ := strings.Cut(run(t, true, wenv, bin, "workload", "jwt", "--audience", "orders"), "\n")
+	if out := run(t, true, wenv, bin, "workload", "validate", "--audience", "orders", "--svid", jwt); !strings.Contains(out, id("on-a")) {
+		t.Errorf("validating the agent's JWT-SVID: %s", out)
+	}
+	run(t, false, wenv, bin, "workload", "validate", "--audience", "other", "--svid", jwt)
 	out := run(t, true, env, bin, "entry", "create", "--spiffe-id", id("on-a-2"), "--parent", parent("node-a"), "--selector", uid)
 	waitFor("new entry", time.Second, func(ids []string) bool { return slices.Contains(ids, id("on-a-2")) })
 	run(t, true, env, bin, "entry", "delete", entryIDFrom(t, out))
