@@ -8,10 +8,19 @@
 //
 // Workload keys are made here and never leave the node: the agent sends
 // certificate requests and the server, after checking that the entry is
-// this agent's, signs and logs them. The agent must never send or store a
-// private key in the clear, never serve an entry the server did not give
-// it, never serve an SVID past its expiry, and stops serving at once when
-// the server says it was evicted.
+// this agent's, signs and logs them. Halfway to each rotation the agent
+// signs a spare SVID, so that a rotation can be handed out while the
+// server is away. It also renders secrets into files (KV secrets, dynamic
+// and static database credentials), read as identities of its entries.
+// Its state (agent SVID, entries, trust, workload SVIDs, rendered
+// secrets) is kept in an encrypted cache whose key is on disk only
+// sealed (cache.go), so that a restart without the server serves what is
+// still valid.
+//
+// The agent must never send or store a private key in the clear, never
+// serve an entry the server did not give it, never serve an SVID or keep
+// a secret file past its expiry, never log a secret, and stops serving at
+// once, erasing its cache, when the server says it was evicted.
 package agent
 
 import (

@@ -226,6 +226,19 @@ func (h *agentHub) evict(agentID string) {
 	}
 }
 
+// reopen ends the agent's streams without an eviction, so that the agent
+// reconnects and subscribes to its current parents (after it attested
+// again, possibly with other node selectors).
+func (h *agentHub) reopen(agentID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range h.subs[agentID] {
+		if sub.parents[0] == agentID {
+			h.dropLocked(sub)
+		}
+	}
+}
+
 // closeAll ends every open stream (the server is shutting down); agents
 // reconnect, to this node when it is back or to another.
 func (h *agentHub) closeAll() {

@@ -265,6 +265,7 @@ func (s *Server) attestAgent(r *http.Request, req agentapi.AttestRequest) (*agen
 	}}); err != nil {
 		return nil, err
 	}
+	s.agents.reopen(agentID)
 	s.log.Info("agent attested", "node", node, "method", method, "serial", iss.Record.Serial)
 	return s.svidResponse(node, agentID, iss), nil
 }

@@ -580,6 +580,24 @@ func TestAgentNodeSelectorParent(t *testing.T) {
 	if code, _ := postJSON(t, r.admin, r.adminURL+"/v1/agents/join-tokens", JoinTokenRequest{Groups: []string{"Not OK"}}, nil); code != http.StatusBadRequest {
 		t.Errorf("a token for a bad group name: %d", code)
 	}
+
+	// x attests again into the group: its open stream ends, and the next
+	// one carries the group's entries.
+	x2 := r.attestAgent(t, "node-x", "web")
+	for deadline := time.After(2 * time.Second); ; {
+		select {
+		case _, open := <-sx.msgs:
+			if open {
+				continue
+			}
+		case <-deadline:
+			t.Fatal("x's stream still open after it attested again")
+		}
+		break
+	}
+	if m := openSync(t, r, x2).next(t); len(m.Upserts) != 2 {
+		t.Errorf("x's set after joining the group: %v", ids(m))
+	}
 }
 
 // TestAgentSyncAcrossNodes: two servers on one PostgreSQL database; an
