@@ -37,6 +37,30 @@ type Config struct {
 	Secrets Secrets `yaml:"secrets"`
 	// ACME configures the RFC 8555 server at <https_url>/acme/directory.
 	ACME ACME `yaml:"acme"`
+	// Agents configures how Sigil agents on other nodes attest, renew
+	// their SVIDs and receive their registration entries.
+	Agents Agents `yaml:"agents"`
+}
+
+// Agents configures the server side of Sigil agents.
+type Agents struct {
+	// SVIDTTL is the lifetime of an agent SVID, at most ca.leaf.max_ttl.
+	// Agents renew at half of it. Default 1h, or ca.leaf.max_ttl when that
+	// is less.
+	SVIDTTL Duration `yaml:"svid_ttl"`
+	// JoinTokenMaxTTL is the longest lifetime a join token may be given.
+	// Default 24h.
+	JoinTokenMaxTTL Duration `yaml:"join_token_max_ttl"`
+	// SyncInterval is how often the entry sync stream sends a digest of
+	// the agent's entries, so that an agent that missed a change fetches
+	// them all again; changes themselves are pushed at once. At least 1s.
+	// Default 10s.
+	SyncInterval Duration `yaml:"sync_interval"`
+	// X509PoPCAFile is a PEM file of the CA certificates that sign node
+	// certificates; a node presenting one of their certificates (with its
+	// key, in the TLS handshake) attests as the node named by the
+	// certificate's common name. Default "": x509pop attestation is off.
+	X509PoPCAFile string `yaml:"x509pop_ca_file"`
 }
 
 // ACME configures the ACME server. Identifiers must fall under

@@ -67,7 +67,9 @@ func syntaxError(err error) *Error {
 // of each key present and the set of keys that failed to decode. fatal is
 // set when the file is not a YAML mapping at all, so there is nothing to
 // validate.
-func decodeFile(data []byte, c *Config) (errs []*Error, pos map[string]int, bad map[string]bool, fatal bool) {
+// hint names two top-level keys, for the message about a top level that
+// is not a mapping.
+func decodeFile(data []byte, c any, hint string) (errs []*Error, pos map[string]int, bad map[string]bool, fatal bool) {
 	d := &decoder{pos: map[string]int{}, bad: map[string]bool{}}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
@@ -91,7 +93,7 @@ func decodeFile(data []byte, c *Config) (errs []*Error, pos map[string]int, bad 
 			return d.errs, d.pos, d.bad, false
 		}
 		if root.Kind != yaml.MappingNode {
-			d.fail(root.Line, "", "the top level must be a mapping of keys such as trust_domain and ca, got %s", describe(root))
+			d.fail(root.Line, "", "the top level must be a mapping of keys such as %s, got %s", hint, describe(root))
 			return d.errs, d.pos, d.bad, true
 		}
 		d.value(root, "", reflect.ValueOf(c).Elem())
@@ -194,6 +196,8 @@ func (d *decoder) value(n *yaml.Node, key string, v reflect.Value) {
 		d.boolean(n, key, v)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		d.list(n, key, v)
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct:
+		d.mappings(n, key, v)
 	default:
 		panic(fmt.Sprintf("config: field %s has unsupported type %s", key, v.Type()))
 	}
@@ -351,6 +355,23 @@ func (d *decoder) list(n *yaml.Node, key string, v reflect.Value) {
 	if ok {
 		v.Set(reflect.ValueOf(out).Convert(v.Type()))
 	}
+}
+
+// mappings decodes a list of mappings into a slice of structs; each item's
+// keys are named key[i].name.
+func (d *decoder) mappings(n *yaml.Node, key string, v reflect.Value) {
+	if n.Kind != yaml.SequenceNode {
+		d.fail(n.Line, key, "expected a list of mappings with keys %s, got %s", strings.Join(fieldNames(v.Type().Elem()), ", "), describe(n))
+		return
+	}
+	out := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, item := range n.Content {
+		item = resolve(item)
+		ikey := fmt.Sprintf("%s[%d]", key, i)
+		d.pos[ikey] = item.Line
+		d.mapping(item, ikey, out.Index(i))
+	}
+	v.Set(out)
 }
 
 // fieldNames lists the YAML keys of struct t in declaration order.

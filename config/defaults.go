@@ -46,6 +46,9 @@ const (
 	defaultACMEValidationWait = Duration(2 * time.Second)
 	defaultLogBatchSize       = 1024
 	defaultLogBatchDelay      = Duration(2 * time.Millisecond)
+	defaultAgentSVIDTTL       = Duration(time.Hour)
+	defaultJoinTokenMaxTTL    = Duration(24 * time.Hour)
+	defaultAgentSyncInterval  = Duration(10 * time.Second)
 )
 
 // defaultServerNames are always in the default Listen.ServerNames.
@@ -143,6 +146,11 @@ func (c *Config) ApplyDefaults() {
 	if c.WorkloadAPI.RotateAt == 0 {
 		c.WorkloadAPI.RotateAt = defaultRotateAt
 	}
+	if c.Agents.SVIDTTL == 0 {
+		c.Agents.SVIDTTL = min(defaultAgentSVIDTTL, c.CA.Leaf.MaxTTL)
+	}
+	setDuration(&c.Agents.JoinTokenMaxTTL, defaultJoinTokenMaxTTL)
+	setDuration(&c.Agents.SyncInterval, defaultAgentSyncInterval)
 	setInt(&c.TransparencyLog.BatchSize, defaultLogBatchSize)
 	setDuration(&c.TransparencyLog.BatchDelay, defaultLogBatchDelay)
 }

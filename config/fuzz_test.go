@@ -47,27 +47,7 @@ ca:
 		const name = "fuzz.yaml"
 		c, err := Parse(name, data)
 		if err != nil {
-			// An upper bound on the lines: the parser also breaks lines at
-			// \r, NEL, LS and PS.
-			lines := 2
-			for _, brk := range []string{"\n", "\r", "\u0085", "\u2028", "\u2029"} {
-				lines += strings.Count(string(data), brk)
-			}
-			var errs []error
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				errs = j.Unwrap()
-			} else {
-				errs = []error{err}
-			}
-			for _, e := range errs {
-				var ce *Error
-				if !errors.As(e, &ce) {
-					t.Fatalf("error %v (%T) is not a *Error", e, e)
-				}
-				if ce.File != name || ce.Msg == "" || ce.Line < 0 || ce.Line > lines {
-					t.Fatalf("malformed error %#v for a %d-line input", ce, lines)
-				}
-			}
+			checkErrors(t, err, name, data)
 			return
 		}
 		if err := c.Validate(); err != nil {
@@ -83,6 +63,66 @@ ca:
 		}
 		if diff := cmp.Diff(c, again); diff != "" {
 			t.Fatalf("marshal round trip changed the Config (-first +second):\n%s", diff)
+		}
+	})
+}
+
+// checkErrors fails t unless err is made of *Error values naming the file
+// and a line within data.
+func checkErrors(t *testing.T, err error, name string, data []byte) {
+	t.Helper()
+	// An upper bound on the lines: the parser also breaks lines at \r,
+	// NEL, LS and PS.
+	lines := 2
+	for _, brk := range []string{"\n", "\r", "\u0085", "\u2028", "\u2029"} {
+		lines += strings.Count(string(data), brk)
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var ce *Error
+		if !errors.As(e, &ce) {
+			t.Fatalf("error %v (%T) is not a *Error", e, e)
+		}
+		if ce.File != name || ce.Msg == "" || ce.Line < 0 || ce.Line > lines {
+			t.Fatalf("malformed error %#v for a %d-line input", ce, lines)
+		}
+	}
+}
+
+// FuzzParseAgent checks that ParseAgent never panics, rejects only with
+// *Error values naming the file, and that an accepted AgentConfig
+// survives yaml.Marshal and a second ParseAgent unchanged.
+func FuzzParseAgent(f *testing.F) {
+	files, _ := filepath.Glob("testdata/agent/bad/*.yaml")
+	for _, file := range append(files, "sigil-agent.example.yaml") {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const name = "agent.yaml"
+		c, err := ParseAgent(name, data)
+		if err != nil {
+			checkErrors(t, err, name, data)
+			return
+		}
+		out, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatalf("Marshal of an accepted AgentConfig: %v", err)
+		}
+		again, err := ParseAgent(name, out)
+		if err != nil {
+			t.Fatalf("ParseAgent rejects the marshalled AgentConfig: %v\n%s", err, out)
+		}
+		if diff := cmp.Diff(c, again); diff != "" {
+			t.Fatalf("marshal round trip changed the AgentConfig (-first +second):\n%s", diff)
 		}
 	})
 }

@@ -31,7 +31,7 @@ func Load(path string) (Config, error) {
 // alone, several joined with errors.Join. On error the Config is zero.
 func Parse(name string, data []byte) (Config, error) {
 	var c Config
-	errs, pos, bad, fatal := decodeFile(data, &c)
+	errs, pos, bad, fatal := decodeFile(data, &c, "trust_domain and ca")
 	if !fatal {
 		c.ApplyDefaults()
 		v := &validator{pos: pos, skip: bad}

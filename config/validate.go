@@ -120,6 +120,24 @@ func (v *validator) config(c *Config) {
 	}
 	v.secrets(&c.Secrets)
 	v.acme(&c.ACME, &c.CA)
+	v.agents(&c.Agents, &c.CA)
+}
+
+func (v *validator) agents(a *Agents, ca *CA) {
+	if a.SVIDTTL <= 0 {
+		v.errorf("agents.svid_ttl", nil, "%v is not positive", a.SVIDTTL)
+	} else if ca.Leaf.MaxTTL > 0 {
+		order(v, "agents.svid_ttl", a.SVIDTTL, "ca.leaf.max_ttl", ca.Leaf.MaxTTL, false)
+	}
+	if a.JoinTokenMaxTTL <= 0 {
+		v.errorf("agents.join_token_max_ttl", nil, "%v is not positive", a.JoinTokenMaxTTL)
+	}
+	if a.SyncInterval < Duration(time.Second) {
+		v.errorf("agents.sync_interval", nil, "%v is below 1s", a.SyncInterval)
+	}
+	if a.X509PoPCAFile != "" {
+		v.path("agents.x509pop_ca_file", a.X509PoPCAFile)
+	}
 }
 
 func (v *validator) acme(a *ACME, ca *CA) {

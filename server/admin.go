@@ -60,6 +60,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.Handle("GET /v1/entries/{id}", s.operator(s.handleEntryGet))
 	mux.Handle("PUT /v1/entries/{id}", s.operator(s.handleEntryUpdate))
 	mux.Handle("DELETE /v1/entries/{id}", s.operator(s.handleEntryDelete))
+	s.agentRoutes(mux)
 	mux.Handle("GET /log/", s.logHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, http.StatusNotFound, "no handler for "+r.Method+" "+r.URL.Path)
@@ -386,11 +387,16 @@ func (s *Server) handleListCerts(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
-	out := make([]CertInfo, 0, len(certs))
-	for _, c := range certs {
-		out = append(out, certJSON(c))
+	writeList(w, "certificates", certs, certJSON)
+}
+
+// writeList answers a listing: each item converted by conv, under key.
+func writeList[T, J any](w http.ResponseWriter, key string, items []T, conv func(T) J) {
+	out := make([]J, 0, len(items))
+	for _, it := range items {
+		out = append(out, conv(it))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"certificates": out})
+	writeJSON(w, http.StatusOK, map[string]any{key: out})
 }
 
 func (s *Server) handleRotateIntermediate(w http.ResponseWriter, r *http.Request) {

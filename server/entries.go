@@ -67,7 +67,7 @@ func entryFromJSON(j EntryJSON) (entry.Entry, error) {
 // this server's trust domain and leaf TTL limit.
 func (s *Server) checkEntry(e entry.Entry) (entry.Entry, error) {
 	e = e.Defaults(s.cfg.CA.Leaf.DefaultTTL.D(), defaultJWTSVIDTTL).Normalize()
-	if err := e.Validate(s.cfg.TrustDomain, s.cfg.CA.Leaf.MaxTTL.D()); err != nil {
+	if err := errors.Join(e.Validate(s.cfg.TrustDomain, s.cfg.CA.Leaf.MaxTTL.D()), s.checkParent(e)); err != nil {
 		return e, err
 	}
 	return e, nil
@@ -101,7 +101,7 @@ func (s *Server) handleEntryCreate(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
-	s.entriesChanged(r.Context())
+	s.entryChanged(r.Context(), nil, &e)
 	writeJSON(w, http.StatusOK, entryToJSON(e))
 }
 
@@ -117,11 +117,7 @@ func (s *Server) handleEntryList(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
-	out := make([]EntryJSON, 0, len(list))
-	for _, e := range list {
-		out = append(out, entryToJSON(entry.Entry(e)))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+	writeList(w, "entries", list, func(e storage.RegistrationEntry) EntryJSON { return entryToJSON(entry.Entry(e)) })
 }
 
 func (s *Server) handleEntryGet(w http.ResponseWriter, r *http.Request) {
@@ -170,7 +166,8 @@ func (s *Server) handleEntryUpdate(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
-	s.entriesChanged(r.Context())
+	prev := entry.Entry(old)
+	s.entryChanged(r.Context(), &prev, &e)
 	writeJSON(w, http.StatusOK, entryToJSON(e))
 }
 
@@ -188,7 +185,8 @@ func (s *Server) handleEntryDelete(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, err)
 		return
 	}
-	s.entriesChanged(r.Context())
+	prev := entry.Entry(e)
+	s.entryChanged(r.Context(), &prev, nil)
 	w.WriteHeader(http.StatusNoContent)
 }
 

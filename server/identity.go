@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,9 +60,80 @@ var noTrust = &workload.Trust{}
 // refreshEntries re-reads every entry and, when any changed, replaces the
 // snapshot and wakes the streams.
 func (s *Server) refreshEntries(ctx context.Context) error {
+	s.ids.reloadMu.Lock()
+	defer s.ids.reloadMu.Unlock()
+	return s.reloadEntriesLocked(ctx)
+}
+
+// entryChanged is called after this node stored one entry change (prev
+// nil for a create, next nil for a delete): when no other change came in
+// between (the entries revision moved by one), the snapshot and the
+// agents' sets are patched with it alone, so a change costs in proportion
+// to itself rather than to every entry; otherwise everything is reloaded.
+// A failure is logged; the periodic reload retries.
+func (s *Server) entryChanged(ctx context.Context, prev, next *entry.Entry) {
 	st := &s.ids
 	st.reloadMu.Lock()
 	defer st.reloadMu.Unlock()
+	rev, err := s.store.EntriesRevision(ctx)
+	if err == nil {
+		st.mu.RLock()
+		patch := st.loaded && rev == st.revision+1
+		st.mu.RUnlock()
+		if patch {
+			s.patchEntries(rev, prev, next)
+			return
+		}
+		err = s.reloadEntriesLocked(ctx)
+	}
+	if err != nil {
+		s.log.Error("reloading registration entries", "err", err)
+	}
+}
+
+// patchEntries applies one change to the snapshot, which stays sorted by
+// ID, and to the agents' sets.
+func (s *Server) patchEntries(rev int64, prev, next *entry.Entry) {
+	st := &s.ids
+	st.mu.Lock()
+	all := slices.Clone(st.entries)
+	id := ""
+	if prev != nil {
+		id = prev.ID
+	} else if next != nil {
+		id = next.ID
+	}
+	i, found := slices.BinarySearchFunc(all, id, func(e entry.Entry, id string) int { return strings.Compare(e.ID, id) })
+	switch {
+	case next == nil && found:
+		all = slices.Delete(all, i, i+1)
+	case next != nil && found:
+		all[i] = *next
+	case next != nil:
+		all = slices.Insert(all, i, *next)
+	}
+	st.entries, st.entriesFP, st.revision = all, entriesFingerprint(all), rev
+	st.mu.Unlock()
+	s.agents.apply(prev, next)
+	st.updates.Notify()
+}
+
+// entriesFingerprint names a snapshot's content: every ID and revision.
+func entriesFingerprint(all []entry.Entry) string {
+	var fp strings.Builder
+	fp.Grow(len(all) * 40)
+	for _, e := range all {
+		fp.WriteString(e.ID)
+		fp.WriteByte(':')
+		fp.WriteString(strconv.FormatInt(e.Revision, 10))
+		fp.WriteByte(',')
+	}
+	return fp.String()
+}
+
+// reloadEntriesLocked re-reads every entry; reloadMu is held.
+func (s *Server) reloadEntriesLocked(ctx context.Context) error {
+	st := &s.ids
 	rev, err := s.store.EntriesRevision(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the entries revision: %w", err)
@@ -81,18 +153,13 @@ func (s *Server) refreshEntries(ctx context.Context) error {
 		}
 		f.AfterID = page[len(page)-1].ID
 	}
-	var fp strings.Builder
-	for _, e := range all {
-		fp.WriteString(e.ID)
-		fp.WriteByte(':')
-		fp.WriteString(strconv.FormatInt(e.Revision, 10))
-		fp.WriteByte(',')
-	}
+	fp := entriesFingerprint(all)
 	st.mu.Lock()
-	changed := !st.loaded || fp.String() != st.entriesFP
-	st.entries, st.entriesFP, st.revision, st.loaded = all, fp.String(), rev, true
+	changed := !st.loaded || fp != st.entriesFP
+	st.entries, st.entriesFP, st.revision, st.loaded = all, fp, rev, true
 	st.mu.Unlock()
 	if changed {
+		s.agents.update(all)
 		st.updates.Notify()
 	}
 	return nil
@@ -107,25 +174,32 @@ func (s *Server) entriesChanged(ctx context.Context) {
 	}
 }
 
+// entriesLoaded loads the entry snapshot if it has not been yet.
+func (s *Server) entriesLoaded(ctx context.Context) error {
+	s.ids.mu.RLock()
+	loaded := s.ids.loaded
+	s.ids.mu.RUnlock()
+	if loaded {
+		return nil
+	}
+	return s.refreshEntries(ctx)
+}
+
 // workloadEntries finds the registration entries a workload matches in the
 // in-memory snapshot.
 type workloadEntries struct{ s *Server }
 
 func (w workloadEntries) MatchingEntries(ctx context.Context, selectors []string) ([]entry.Entry, error) {
-	st := &w.s.ids
-	st.mu.RLock()
-	loaded := st.loaded
-	st.mu.RUnlock()
-	if !loaded {
-		if err := w.s.refreshEntries(ctx); err != nil {
-			return nil, err
-		}
+	if err := w.s.entriesLoaded(ctx); err != nil {
+		return nil, err
 	}
+	st := &w.s.ids
 	st.mu.RLock()
 	defer st.mu.RUnlock()
 	var out []entry.Entry
 	for _, e := range st.entries {
-		if e.Matches(selectors) {
+		// An entry with a parent is served by that agent, not here.
+		if e.ParentID == "" && e.Matches(selectors) {
 			out = append(out, e)
 		}
 	}
@@ -214,13 +288,13 @@ func (s *Server) entriesIfChanged(ctx context.Context) error {
 // each is recorded and logged before the workload receives it.
 type workloadAuthority struct{ s *Server }
 
-func (w workloadAuthority) IssueX509SVID(ctx context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*x509.Certificate, []*x509.Certificate, error) {
+func (w workloadAuthority) IssueX509SVID(ctx context.Context, e entry.Entry, key crypto.Signer) (*x509.Certificate, []*x509.Certificate, error) {
 	auth, err := w.s.Authority()
 	if err != nil {
 		return nil, nil, err
 	}
-	iss, err := auth.Issue(context.WithValue(ctx, callerKey{}, spiffeID), ca.Request{
-		Profile: ca.ProfileSVID, SPIFFEID: spiffeID, DNSNames: dns, PublicKey: pub, TTL: ttl,
+	iss, err := auth.Issue(context.WithValue(ctx, callerKey{}, e.SPIFFEID), ca.Request{
+		Profile: ca.ProfileSVID, SPIFFEID: e.SPIFFEID, DNSNames: e.DNSNames, PublicKey: key.Public(), TTL: e.X509SVIDTTL,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -228,12 +302,12 @@ func (w workloadAuthority) IssueX509SVID(ctx context.Context, spiffeID string, d
 	return iss.Certificate, iss.Chain, nil
 }
 
-func (w workloadAuthority) MintJWTSVID(ctx context.Context, spiffeID string, audience []string, ttl time.Duration) (string, time.Time, error) {
+func (w workloadAuthority) MintJWTSVID(ctx context.Context, e entry.Entry, audience []string) (string, time.Time, error) {
 	jwt, err := w.s.jwtIssuer()
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	return jwt.Mint(context.WithValue(ctx, callerKey{}, spiffeID), spiffeID, audience, ttl)
+	return jwt.Mint(context.WithValue(ctx, callerKey{}, e.SPIFFEID), e.SPIFFEID, audience, e.JWTSVIDTTL)
 }
 
 func (w workloadAuthority) Trust() *workload.Trust {

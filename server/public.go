@@ -240,6 +240,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the underlying writer (the
+// agent sync stream flushes every message).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func (s *Server) countRequests(listener string, h http.Handler) http.Handler {
 	// Resolve the label sets once, not per request.
 	var byClass [6]prometheus.Counter

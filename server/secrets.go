@@ -200,6 +200,11 @@ func (s *Server) markRevoked(serial string) {
 	}
 }
 
+// errRevokedSVID is authenticateSVID's error for a certificate whose chain
+// verified but which is revoked; the SPIFFE ID is returned with it, for
+// telling an evicted agent why, and must not be trusted for anything else.
+var errRevokedSVID = errors.New("client certificate is revoked")
+
 // authenticateSVID returns the SPIFFE ID of the request's client
 // certificate: an X.509-SVID of this trust domain that chains to the
 // current roots, is within its validity and not revoked. A certificate's
@@ -227,7 +232,7 @@ func (s *Server) authenticateSVID(r *http.Request) (string, error) {
 		return "", errors.New("client certificate has expired")
 	}
 	if _, revoked := (*s.secrets.revoked.Load())[vc.serial]; revoked {
-		return "", errors.New("client certificate is revoked")
+		return vc.id, errRevokedSVID
 	}
 	return vc.id, nil
 }

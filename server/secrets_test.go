@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/sigil-pki/sigil/ca"
+	"github.com/sigil-pki/sigil/config"
 	"github.com/sigil-pki/sigil/storage/storagetest"
 	"github.com/sigil-pki/sigil/tlog"
 )
@@ -633,12 +634,18 @@ rules:
 
 // startTwoNodes runs two servers on one PostgreSQL database sharing the
 // dev seal's key; the first initialises it.
-func startTwoNodes(t *testing.T) (*runningServer, *runningServer) {
+func startTwoNodes(t *testing.T, opts ...func(*config.Config)) (*runningServer, *runningServer) {
 	t.Helper()
 	cfgA := testConfig(t, "dev")
 	cfgA.Storage.Type, cfgA.Storage.Postgres.DSN = "postgres", storagetest.PostgresDSN(t)
+	for _, o := range opts {
+		o(&cfgA)
+	}
 	a := startRunningWith(t, cfgA)
 	cfgB := testConfig(t, "dev")
+	for _, o := range opts {
+		o(&cfgB)
+	}
 	cfgB.Storage = cfgA.Storage
 	cfgB.Seal.Dev.KeyFile = cfgA.Seal.Dev.KeyFile
 	return a, startRunningWith(t, cfgB)

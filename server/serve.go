@@ -66,6 +66,8 @@ func (s *Server) Serve(ctx context.Context, l *Listeners) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errLog,
 	}
+	// Sync streams never end on their own: end them when shutting down.
+	admin.RegisterOnShutdown(s.agents.closeAll)
 	errc := make(chan error, 3)
 	go func() { errc <- admin.Serve(tls.NewListener(l.HTTPS, admin.TLSConfig)) }()
 	go func() { errc <- public.Serve(l.HTTP) }()

@@ -32,6 +32,7 @@ import (
 	"github.com/sigil-pki/sigil/config"
 	"github.com/sigil-pki/sigil/hsm"
 	"github.com/sigil-pki/sigil/identity/jwtsvid"
+	"github.com/sigil-pki/sigil/internal/atomicfile"
 	"github.com/sigil-pki/sigil/secretstore/database"
 	"github.com/sigil-pki/sigil/storage"
 	"github.com/sigil-pki/sigil/tlog"
@@ -85,6 +86,7 @@ type Server struct {
 
 	ids     identityState
 	secrets secretsState
+	agents  agentHub
 }
 
 // New opens storage and the HSM token and, when the seal allows it,
@@ -460,27 +462,7 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, data, mode)
 }
 
 // Bundle returns the trust bundle (roots, then unexpired intermediates) from

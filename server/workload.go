@@ -2,34 +2,17 @@ package server
 
 import (
 	"fmt"
-	"io/fs"
 	"net"
-	"os"
 
 	"github.com/sigil-pki/sigil/identity/attest"
 	"github.com/sigil-pki/sigil/identity/workload"
 )
 
-// listenWorkload binds the Workload API's Unix socket, replacing a stale
-// socket file left by a previous run. Any local process may connect: the
-// attested selectors decide what it gets.
+// listenWorkload binds the Workload API's Unix socket.
 func (s *Server) listenWorkload() (*net.UnixListener, error) {
-	path := s.cfg.Listen.WorkloadSocket
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&fs.ModeSocket == 0 {
-			return nil, fmt.Errorf("listen.workload_socket %s exists and is not a socket", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("removing stale workload socket: %w", err)
-		}
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	l, err := workload.Listen(s.cfg.Listen.WorkloadSocket)
 	if err != nil {
-		return nil, fmt.Errorf("listen.workload_socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o777); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("listen.workload_socket %s: %w", path, err)
+		return nil, fmt.Errorf("listen.workload_socket: %w", err)
 	}
 	return l, nil
 }

@@ -244,6 +244,50 @@ var migrations = []migration{
 	},
 	{
 		version: 8,
+		name:    "agents",
+		stmts: []string{
+			// Join tokens by the SHA-256 of the token (hex), never the
+			// token itself; node_id is '' when the agent names its node.
+			// groups is a JSON array of the node groups it admits into.
+			`CREATE TABLE agent_join_tokens (
+				token_hash TEXT PRIMARY KEY,
+				node_id TEXT NOT NULL,
+				groups TEXT NOT NULL,
+				created_at BIGINT NOT NULL,
+				expires_at BIGINT NOT NULL)`,
+			`CREATE INDEX agent_join_tokens_expiry ON agent_join_tokens (expires_at)`,
+			// One row per node that has attested. evicted_at is NULL while
+			// the agent is in good standing; serial is its current SVID;
+			// selectors (a JSON array) are the node selectors attestation
+			// found.
+			`CREATE TABLE agents (
+				id TEXT PRIMARY KEY,
+				spiffe_id TEXT NOT NULL UNIQUE,
+				attestation TEXT NOT NULL,
+				selectors TEXT NOT NULL,
+				serial TEXT NOT NULL,
+				not_after BIGINT,
+				attested_at BIGINT,
+				updated_at BIGINT,
+				evicted_at BIGINT,
+				revision BIGINT NOT NULL)`,
+			// Every certificate signed for an agent (its own SVIDs and its
+			// workloads'), so that an eviction can revoke them all.
+			`CREATE TABLE agent_certificates (
+				serial TEXT PRIMARY KEY,
+				agent_id TEXT NOT NULL,
+				not_after BIGINT NOT NULL)`,
+			`CREATE INDEX agent_certificates_agent ON agent_certificates (agent_id, not_after)`,
+			// The single counter row bumped by every agent change, so that
+			// every node notices an eviction made on another.
+			`CREATE TABLE agents_revision (
+				id INTEGER PRIMARY KEY CHECK (id = 1),
+				revision BIGINT NOT NULL)`,
+			`INSERT INTO agents_revision (id, revision) VALUES (1, 0)`,
+		},
+	},
+	{
+		version: 9,
 		name:    "acme orders by account",
 		stmts: []string{
 			// An account's orders list (RFC 8555 §7.1.2.1), paged by ID.

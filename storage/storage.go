@@ -308,6 +308,37 @@ type Store interface {
 	// CountLeases returns how many leases are stored.
 	CountLeases(ctx context.Context) (int64, error)
 
+	// Agents: join tokens, attested nodes and the certificates signed for
+	// each.
+
+	// CreateJoinToken stores a join token by its hash; ErrConflict if the
+	// hash is stored already.
+	CreateJoinToken(ctx context.Context, jt JoinToken) error
+	// ConsumeJoinToken removes the token with the hash and returns it, if
+	// it expires after now. An unknown, already used or expired token is
+	// ErrNotFound (an expired one is removed too). Of concurrent callers
+	// with one hash at most one succeeds.
+	ConsumeJoinToken(ctx context.Context, hash string, now time.Time) (JoinToken, error)
+	// PutAgent creates the agent (expectRevision 0; ErrConflict if its ID
+	// or SPIFFE ID exists) or replaces it when the stored revision equals
+	// expectRevision (ErrConflict if not, ErrNotFound if absent). The
+	// stored revision becomes expectRevision+1; a.Revision is ignored.
+	PutAgent(ctx context.Context, a Agent, expectRevision int64) error
+	// GetAgent returns the agent with the node ID, or ErrNotFound.
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	// ListAgents returns agents with ID after afterID, in ID order, at
+	// most limit (0 means 100, never above 1000).
+	ListAgents(ctx context.Context, afterID string, limit int) ([]Agent, error)
+	// AgentsRevision returns a counter every successful PutAgent increases
+	// in the same transaction; 0 before the first.
+	AgentsRevision(ctx context.Context) (int64, error)
+	// RecordAgentCertificate notes that the certificate with the serial was
+	// signed for the agent; ErrConflict if the serial is noted already.
+	RecordAgentCertificate(ctx context.Context, c AgentCertificate) error
+	// AgentCertificates returns the agent's certificates whose NotAfter is
+	// after validAt, in serial order.
+	AgentCertificates(ctx context.Context, agentID string, validAt time.Time) ([]AgentCertificate, error)
+
 	// ACME objects: JSON documents with a revision for compare-and-swap.
 	// Put* with expectRevision 0 creates (ErrConflict if the ID, or for
 	// an account the thumbprint, exists); otherwise it replaces when the
@@ -329,6 +360,49 @@ type Store interface {
 	// FindACMEAuthzs returns the account's authorizations for identifier
 	// that expire after now, newest last.
 	FindACMEAuthzs(ctx context.Context, accountID, identifier string, now time.Time) ([]ACMEDoc, error)
+}
+
+// JoinToken is a single-use credential with which an agent attests. The
+// store sees only the token's hash.
+type JoinToken struct {
+	// Hash is the lowercase hex SHA-256 of the token.
+	Hash string
+	// NodeID is the node the token admits; empty lets the agent name it.
+	NodeID string
+	// Groups are the node groups the agent joins; nil is stored as empty.
+	Groups    []string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Agent is a node that has attested to the server.
+type Agent struct {
+	// ID is the node ID; SPIFFEID is spiffe://<trust domain>/sigil/agent/<ID>.
+	ID       string
+	SPIFFEID string
+	// Attestation is how it last attested: "join_token" or "x509pop".
+	Attestation string
+	// Selectors are the node selectors attestation found ("type:value");
+	// nil is stored as empty.
+	Selectors []string
+	// Serial and NotAfter describe its current agent SVID.
+	Serial     string
+	NotAfter   time.Time
+	AttestedAt time.Time
+	UpdatedAt  time.Time
+	// EvictedAt is zero while the agent is in good standing.
+	EvictedAt time.Time
+	Revision  int64
+}
+
+// Evicted reports whether the agent has been evicted.
+func (a Agent) Evicted() bool { return !a.EvictedAt.IsZero() }
+
+// AgentCertificate is a certificate signed for an agent.
+type AgentCertificate struct {
+	Serial   string
+	AgentID  string
+	NotAfter time.Time
 }
 
 // ACMEDoc is one stored ACME object.

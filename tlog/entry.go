@@ -74,6 +74,9 @@ const (
 	KindEntryUpdate     = "entry.update"
 	KindEntryDelete     = "entry.delete"
 	KindCACross         = "ca.cross"
+	KindAgentToken      = "agent.token"
+	KindAgentAttest     = "agent.attest"
+	KindAgentEvict      = "agent.evict"
 	entryEncodingV1     = 0x01
 	maxKindLen          = 64
 	maxActorLen         = 1024

@@ -25,8 +25,17 @@ type clientFlags struct {
 	skipVerify                          bool
 }
 
-func (f *clientFlags) register(cmd *cobra.Command) {
-	fl := cmd.PersistentFlags()
+func (f *clientFlags) register(cmd *cobra.Command) { f.registerOn(cmd, true) }
+
+// registerLocal adds the flags to cmd alone, for a command whose parent
+// has flags of its own.
+func (f *clientFlags) registerLocal(cmd *cobra.Command) { f.registerOn(cmd, false) }
+
+func (f *clientFlags) registerOn(cmd *cobra.Command, persistent bool) {
+	fl := cmd.Flags()
+	if persistent {
+		fl = cmd.PersistentFlags()
+	}
 	fl.StringVar(&f.addr, "address", "", "server URL (env SIGIL_ADDR, default https://127.0.0.1:8443)")
 	fl.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA that signed the server's certificate (env SIGIL_CACERT)")
 	fl.StringVar(&f.clientCert, "client-cert", "", "PEM client certificate and chain (env SIGIL_CLIENT_CERT)")

@@ -44,7 +44,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(serverCmd(), devCmd(), operatorCmd(), caCmd(), entryCmd(), logCmd(), workloadCmd(), secretCmd(), policyCmd(), databaseCmd(), leaseCmd(), acmeCmd())
+	root.AddCommand(serverCmd(), devCmd(), operatorCmd(), caCmd(), entryCmd(), logCmd(), workloadCmd(), secretCmd(), policyCmd(), databaseCmd(), leaseCmd(), acmeCmd(), agentCmd())
 	return root
 }
 

@@ -10,8 +10,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +42,9 @@ const MetadataKey = "workload.spiffe.io"
 // that an SVID whose lifetime was clipped to almost nothing cannot make a
 // stream spin.
 const minRefresh = 500 * time.Millisecond
+
+// connBufferSize is the read and write buffer of one connection.
+const connBufferSize = 4 << 10
 
 // mintParallelism bounds the SVIDs minted at once for one response.
 const mintParallelism = 64
@@ -84,17 +89,36 @@ type Trust struct {
 
 // Authority signs SVIDs and says what to trust.
 type Authority interface {
-	// IssueX509SVID signs an X.509-SVID for the SPIFFE ID with the given
-	// public key, DNS names and TTL, records it, and returns the leaf and
-	// the chain (intermediates). It MUST NOT return a certificate it failed
+	// IssueX509SVID signs an X.509-SVID for the entry (its SPIFFE ID, DNS
+	// names and X.509-SVID TTL) over key's public key, records it, and
+	// returns the leaf and the chain (intermediates). key, freshly made for
+	// this SVID, is there so that an authority that forwards the request
+	// can prove possession with a certificate request; it MUST NOT be
+	// stored or sent anywhere. It MUST NOT return a certificate it failed
 	// to record.
-	IssueX509SVID(ctx context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (leaf *x509.Certificate, chain []*x509.Certificate, err error)
-	// MintJWTSVID signs a JWT-SVID for the SPIFFE ID and audience, records
-	// it, and returns the token and its expiry. It MUST NOT return a token
-	// it failed to record.
-	MintJWTSVID(ctx context.Context, spiffeID string, audience []string, ttl time.Duration) (token string, expiry time.Time, err error)
+	IssueX509SVID(ctx context.Context, e entry.Entry, key crypto.Signer) (leaf *x509.Certificate, chain []*x509.Certificate, err error)
+	// MintJWTSVID signs a JWT-SVID for the entry's SPIFFE ID (with its
+	// JWT-SVID TTL) and audience, records it, and returns the token and its
+	// expiry. It MUST NOT return a token it failed to record.
+	MintJWTSVID(ctx context.Context, e entry.Entry, audience []string) (token string, expiry time.Time, err error)
 	// Trust returns the current trust; it must be cheap.
 	Trust() *Trust
+}
+
+// Keeper keeps X.509-SVIDs, with their keys, beyond the process, so that
+// an agent restarted while its server is away can still serve them. The
+// keys it is given MUST be kept encrypted and MUST NOT leave the node.
+type Keeper interface {
+	// Keep records an SVID just minted for the entry: its chain (leaf
+	// first, concatenated DER) and PKCS#8 key.
+	Keep(e entry.Entry, chainDER, keyDER []byte)
+	// Kept returns an SVID kept for the entry (the freshest it holds), if
+	// the entry is unchanged since (same revision).
+	Kept(e entry.Entry) (chainDER, keyDER []byte, ok bool)
+	// Take returns, and forgets, an SVID for the entry that was signed in
+	// advance and never handed out; it is handed out instead of minting
+	// one. ok is false when there is none.
+	Take(e entry.Entry) (chainDER, keyDER []byte, ok bool)
 }
 
 // Updates tells streams that entries or trust may have changed.
@@ -119,6 +143,10 @@ type Config struct {
 	// Updates wakes open streams when entries or trust change.
 	// Default: nil, which means streams only wake to rotate SVIDs.
 	Updates Updates
+	// Keeper, when set, is given every SVID minted, and asked for one when
+	// minting fails: an unexpired kept SVID is served until the authority
+	// is back. Default: nil, nothing kept.
+	Keeper Keeper
 	// Clock tells the time used to schedule SVID rotation.
 	// Default: nil, which means time.Now.
 	Clock func() time.Time
@@ -138,6 +166,7 @@ type Server struct {
 	entries   Entries
 	authority Authority
 	updates   Updates
+	keeper    Keeper
 	now       func() time.Time
 	log       *slog.Logger
 	cache     *svidCache
@@ -166,6 +195,7 @@ func New(cfg Config) *Server {
 		entries:   cfg.Entries,
 		authority: cfg.Authority,
 		updates:   cfg.Updates,
+		keeper:    cfg.Keeper,
 		now:       cfg.Clock,
 		log:       cfg.Logger,
 		rotateAt:  cfg.RotateAt,
@@ -197,6 +227,12 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 		grpc.Creds(unixCreds{}),
 		grpc.ChainUnaryInterceptor(unaryHeaderCheck),
 		grpc.ChainStreamInterceptor(streamHeaderCheck),
+		// A workload's connection is mostly idle: small per-connection
+		// buffers, and a write buffer shared while idle, keep thousands
+		// of open streams cheap. Message sizes are not limited by them.
+		grpc.ReadBufferSize(connBufferSize),
+		grpc.WriteBufferSize(connBufferSize),
+		grpc.SharedWriteBuffer(true),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(gs, s)
 	stop := context.AfterFunc(ctx, gs.Stop)
@@ -410,12 +446,20 @@ func (s *Server) x509Response(ctx context.Context, entries []entry.Entry) (*work
 
 // mintX509 issues a fresh SVID for e with a new key.
 func (s *Server) mintX509(ctx context.Context, e entry.Entry) (*cachedSVID, error) {
+	if sv := s.taken(e); sv != nil {
+		s.log.InfoContext(ctx, "handing out an X.509-SVID signed in advance", "spiffe_id", e.SPIFFEID, "serial", sv.serial, "not_after", sv.notAfter)
+		return sv, nil
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating key for %s: %w", e.SPIFFEID, err)
 	}
-	leaf, chain, err := s.authority.IssueX509SVID(ctx, e.SPIFFEID, e.DNSNames, key.Public(), e.X509SVIDTTL)
+	leaf, chain, err := s.authority.IssueX509SVID(ctx, e, key)
 	if err != nil {
+		if kept := s.kept(e); kept != nil {
+			s.log.WarnContext(ctx, "issuing X.509-SVID failed; serving the kept one", "spiffe_id", e.SPIFFEID, "serial", kept.serial, "err", err)
+			return kept, nil
+		}
 		return nil, fmt.Errorf("issuing X.509-SVID for %s: %w", e.SPIFFEID, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
@@ -423,13 +467,78 @@ func (s *Server) mintX509(ctx context.Context, e entry.Entry) (*cachedSVID, erro
 		return nil, fmt.Errorf("encoding key for %s: %w", e.SPIFFEID, err)
 	}
 	s.log.InfoContext(ctx, "issued X.509-SVID", "spiffe_id", e.SPIFFEID, "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
-	return &cachedSVID{
+	sv := &cachedSVID{
 		chainDER:  concatDER(append([]*x509.Certificate{leaf}, chain...)),
 		keyDER:    keyDER,
 		serial:    leaf.SerialNumber.Text(16),
 		notAfter:  leaf.NotAfter,
 		refreshAt: rotationTime(leaf, s.now(), s.rotateAt),
-	}, nil
+	}
+	if s.keeper != nil {
+		s.keeper.Keep(e, sv.chainDER, sv.keyDER)
+	}
+	return sv, nil
+}
+
+// taken returns the keeper's SVID signed in advance for e, if it has one
+// that is unexpired, with its rotation time; nil otherwise.
+func (s *Server) taken(e entry.Entry) *cachedSVID {
+	if s.keeper == nil {
+		return nil
+	}
+	chainDER, keyDER, ok := s.keeper.Take(e)
+	if !ok {
+		return nil
+	}
+	leaf, ok := s.unexpiredLeaf(chainDER)
+	if !ok {
+		return nil
+	}
+	s.keeper.Keep(e, chainDER, keyDER)
+	return &cachedSVID{
+		chainDER:  chainDER,
+		keyDER:    keyDER,
+		serial:    leaf.SerialNumber.Text(16),
+		notAfter:  leaf.NotAfter,
+		refreshAt: rotationTime(leaf, s.now(), s.rotateAt),
+	}
+}
+
+// kept returns the keeper's SVID for e while it is unexpired, to be
+// refreshed again soon; nil otherwise.
+func (s *Server) kept(e entry.Entry) *cachedSVID {
+	if s.keeper == nil {
+		return nil
+	}
+	chainDER, keyDER, ok := s.keeper.Kept(e)
+	if !ok {
+		return nil
+	}
+	leaf, ok := s.unexpiredLeaf(chainDER)
+	if !ok {
+		return nil
+	}
+	refreshAt := s.now().Add(retryAfterFailure)
+	if leaf.NotAfter.Before(refreshAt) {
+		refreshAt = leaf.NotAfter
+	}
+	return &cachedSVID{
+		chainDER:  chainDER,
+		keyDER:    keyDER,
+		serial:    leaf.SerialNumber.Text(16),
+		notAfter:  leaf.NotAfter,
+		refreshAt: refreshAt,
+	}
+}
+
+// unexpiredLeaf parses the leaf of a concatenated DER chain and reports
+// whether it is still valid.
+func (s *Server) unexpiredLeaf(chainDER []byte) (*x509.Certificate, bool) {
+	certs, err := x509.ParseCertificates(chainDER)
+	if err != nil || len(certs) == 0 || !s.now().Before(certs[0].NotAfter) {
+		return nil, false
+	}
+	return certs[0], true
 }
 
 // rotationTime returns the moment leaf has used the fraction at of its
@@ -536,7 +645,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 	}
 	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, 0, len(entries))}
 	for _, e := range entries {
-		token, exp, err := s.authority.MintJWTSVID(ctx, e.SPIFFEID, req.GetAudience(), e.JWTSVIDTTL)
+		token, exp, err := s.authority.MintJWTSVID(ctx, e, req.GetAudience())
 		if err != nil {
 			s.log.ErrorContext(ctx, "minting JWT-SVID", "spiffe_id", e.SPIFFEID, "err", err)
 			return nil, status.Error(codes.Unavailable, "minting JWT-SVID failed")
@@ -591,4 +700,27 @@ func concatDER(certs []*x509.Certificate) []byte {
 		out = append(out, c.Raw...)
 	}
 	return out
+}
+
+// Listen binds the Workload API's Unix socket at path, replacing a stale
+// socket file left by a previous run, and lets any local process connect:
+// the attested selectors decide what it gets.
+func Listen(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale socket: %w", err)
+		}
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o777); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }

@@ -156,8 +156,8 @@ func mustCert(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey
 	return c
 }
 
-func (ca *testCA) IssueX509SVID(_ context.Context, spiffeID string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*x509.Certificate, []*x509.Certificate, error) {
-	u, err := url.Parse(spiffeID)
+func (ca *testCA) IssueX509SVID(_ context.Context, e entry.Entry, key crypto.Signer) (*x509.Certificate, []*x509.Certificate, error) {
+	u, err := url.Parse(e.SPIFFEID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -172,21 +172,21 @@ func (ca *testCA) IssueX509SVID(_ context.Context, spiffeID string, dns []string
 	leaf := mustCert(ca.t, &x509.Certificate{
 		SerialNumber:          serial,
 		NotBefore:             now,
-		NotAfter:              now.Add(ttl),
+		NotAfter:              now.Add(e.X509SVIDTTL),
 		URIs:                  []*url.URL{u},
-		DNSNames:              dns,
+		DNSNames:              e.DNSNames,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
-	}, inter, pub, interKey)
+	}, inter, key.Public(), interKey)
 	ca.mu.Lock()
 	ca.issued = append(ca.issued, leaf)
 	ca.mu.Unlock()
 	return leaf, []*x509.Certificate{inter}, nil
 }
 
-func (ca *testCA) MintJWTSVID(ctx context.Context, spiffeID string, audience []string, ttl time.Duration) (string, time.Time, error) {
-	return ca.jwt.Mint(ctx, spiffeID, audience, ttl)
+func (ca *testCA) MintJWTSVID(ctx context.Context, e entry.Entry, audience []string) (string, time.Time, error) {
+	return ca.jwt.Mint(ctx, e.SPIFFEID, audience, e.JWTSVIDTTL)
 }
 
 func (ca *testCA) Trust() *Trust {
@@ -238,21 +238,25 @@ func webEntry(ttl time.Duration) entry.Entry {
 
 // startServer serves the Workload API on a socket in a temp dir and returns
 // the socket's address for go-spiffe's client.
-func startServer(t *testing.T, att Attestor, entries Entries, ca *testCA, updates Updates) string {
+func startServer(t *testing.T, att Attestor, entries Entries, ca *testCA, updates Updates, opts ...func(*Config)) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "workload.sock")
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatalf("listening on %s: %v", path, err)
 	}
-	srv := New(Config{
+	cfg := Config{
 		TrustDomain: testTD,
 		Attestor:    att,
 		Entries:     entries,
 		Authority:   ca,
 		Updates:     updates,
 		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()

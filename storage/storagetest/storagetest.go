@@ -86,6 +86,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 	runKV(t, run)
 	runDatabase(t, run)
 	runACME(t, run)
+	runAgents(t, run)
 }
 
 // t0 has every digit of nanosecond precision in use.
