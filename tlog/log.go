@@ -64,7 +64,9 @@ type Config struct {
 	// Append returns ErrPushback. Default 16*BatchSize.
 	MaxPending int
 	// MaxConflictRetries bounds how often a batch is rebuilt after another
-	// server appended first. Default 16.
+	// server appended first. Default 64: a busy peer can win many races in
+	// a row when this server is short of CPU, and each retry costs only a
+	// reload and a short random pause.
 	MaxConflictRetries int
 	// Clock timestamps the entries' arrival for BatchDelay. Default time.Now.
 	Clock func() time.Time
@@ -137,7 +139,7 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		l.batchDelay = 2 * time.Millisecond
 	}
 	if l.maxRetries <= 0 {
-		l.maxRetries = 16
+		l.maxRetries = 64
 	}
 	if l.clock == nil {
 		l.clock = time.Now
@@ -303,9 +305,10 @@ func (l *Log) commitEntries(entries [][]byte) error {
 			break
 		}
 		l.log.Debug("log append lost a race; rebuilding on the new size", "size", l.edge.size, "attempt", attempt+1)
-		// A random pause, growing with the attempts, so that writers that
-		// keep colliding fall out of step instead of one starving.
-		time.Sleep(time.Duration(mrand.Int64N(int64(attempt+1) * int64(2*time.Millisecond))))
+		// A random pause, growing with the attempts up to 20 ms, so that
+		// writers that keep colliding fall out of step instead of one
+		// starving.
+		time.Sleep(time.Duration(mrand.Int64N(int64(min(attempt+1, 10) * int(2*time.Millisecond)))))
 	}
 	l.log.Error("committing log batch failed", "entries", len(entries), "size", l.edge.size, "err", err)
 	return fmt.Errorf("committing a batch of %d entries: %w", len(entries), err)
