@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -204,6 +205,7 @@ func printDev(w io.Writer, i devInfo, took time.Duration) {
 		"{took}", took.Round(time.Millisecond).String(), "{warn}", warn, "{bin}", bin,
 		"{td}", i.TrustDomain, "{https}", i.HTTPSURL, "{http}", i.HTTPURL, "{dir}", i.DataDir,
 		"{root}", i.RootCA, "{cert}", i.OperatorCert, "{key}", i.OperatorKey, "{logkey}", i.LogPublicKey, "{sock}", i.WorkloadSocket,
+		"{acme}", i.ACMEDirectory, "{acmehttp}", strconv.Itoa(i.ACMEHTTPPort),
 	)
 	r.WriteString(w, `
 ==> Sigil dev server ready in {took}  (UNSAFE FOR PRODUCTION: {warn})
@@ -232,6 +234,17 @@ Then try:
   {bin} log verify --cert /tmp/demo/cert.pem
   {bin} entry create --spiffe-id spiffe://{td}/me --selector unix:uid:$(id -u)   # then SPIFFE_ENDPOINT_SOCKET=unix://{sock}
   curl -s {http}/healthz; curl -s {http}/metrics | grep ^sigil_
+
+ACME (names under localhost, validated on loopback):
+
+  LEGO_CA_CERTIFICATES={root} lego --server {acme} --accept-tos --email you@example.com \
+    --path /tmp/lego --http --http.port 127.0.0.1:{acmehttp} -d web.localhost run
+
+An agent on this machine (its own socket and data dir):
+
+  {bin} agent token create --node-id node1
+  {bin} agent --server {https} --ca-cert {root} --trust-domain {td} --join-token TOKEN --data-dir /tmp/agent1
+  {bin} entry create --spiffe-id spiffe://{td}/via-agent --parent spiffe://{td}/sigil/agent/node1 --selector unix:uid:$(id -u)
 
 Press Ctrl-C to stop; '{bin} dev --data-dir {dir}' picks up where it left off.
 `)
