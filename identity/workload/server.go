@@ -228,11 +228,11 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 		grpc.ChainUnaryInterceptor(unaryHeaderCheck),
 		grpc.ChainStreamInterceptor(streamHeaderCheck),
 		// A workload's connection is mostly idle: small per-connection
-		// buffers, and a write buffer shared while idle, keep thousands
-		// of open streams cheap. Message sizes are not limited by them.
+		// buffers (gRPC shares the write buffer while idle by default)
+		// keep thousands of open streams cheap. Message sizes are not
+		// limited by them.
 		grpc.ReadBufferSize(connBufferSize),
 		grpc.WriteBufferSize(connBufferSize),
-		grpc.SharedWriteBuffer(true),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(gs, s)
 	stop := context.AfterFunc(ctx, gs.Stop)
