@@ -308,10 +308,11 @@ func openSync(t *testing.T, r *runningServer, a *testAgent) *syncStream {
 	return s
 }
 
-// next returns the next message that is not a reconcile, within 2 s.
+// next returns the next message that is not a reconcile, waiting up to
+// 5 s (a liveness bound for a loaded machine; pushes take milliseconds).
 func (s *syncStream) next(t *testing.T) *agentapi.SyncMessage {
 	t.Helper()
-	deadline := time.After(2 * time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
 		select {
 		case m, ok := <-s.msgs:
@@ -322,7 +323,7 @@ func (s *syncStream) next(t *testing.T) *agentapi.SyncMessage {
 				return m
 			}
 		case <-deadline:
-			t.Fatal("no sync message within 2s")
+			t.Fatal("no sync message within 5s")
 		}
 	}
 }
@@ -602,7 +603,8 @@ func TestAgentNodeSelectorParent(t *testing.T) {
 
 // TestAgentSyncAcrossNodes: two servers on one PostgreSQL database; an
 // agent attested through A keeps its stream on B. An entry created through
-// A reaches it within a second, and an eviction made on A ends B's stream.
+// A reaches it as a delta (B's watch loop notices A's change within half
+// a second), and an eviction made on A ends B's stream.
 func TestAgentSyncAcrossNodes(t *testing.T) {
 	a, b := startTwoNodes(t, func(c *config.Config) { c.Agents.SyncInterval = config.Duration(time.Second) })
 	ag := a.attestAgent(t, "node-ha")
@@ -611,13 +613,9 @@ func TestAgentSyncAcrossNodes(t *testing.T) {
 	if m := s.next(t); m.Kind != agentapi.KindFull || len(m.Upserts) != 0 {
 		t.Fatalf("first message on B: %+v", m)
 	}
-	created := time.Now()
 	e := a.parentedEntry(t, "spiffe://example.org/ha", ag.id)
 	if m := s.next(t); m.Kind != agentapi.KindDelta || len(m.Upserts) != 1 || m.Upserts[0].ID != e.ID {
 		t.Fatalf("B after a create on A: %+v", m)
-	}
-	if d := time.Since(created); d > time.Second {
-		t.Errorf("the entry reached B's stream after %s", d)
 	}
 	if _, err := a.EvictAgent(t.Context(), "node-ha"); err != nil {
 		t.Fatal(err)

@@ -83,7 +83,7 @@ func servedIDs(t *testing.T, socket string) ([]string, error) {
 
 // TestAgentsEndToEnd: one server and two agents on this machine. Each
 // agent's workloads get only their node's identities; entry changes reach
-// an open X509Source within a second; with the server stopped the
+// an open X509Source, pushed; with the server stopped the
 // workloads keep their SVIDs, and an agent restarted meanwhile serves
 // them from its encrypted cache; the server back, eviction stops an agent.
 func TestAgentsEndToEnd(t *testing.T) {
@@ -123,7 +123,9 @@ func TestAgentsEndToEnd(t *testing.T) {
 	}
 
 	// go-spiffe's X509Source on A's socket: never B's identity; an entry
-	// made for A arrives within a second, and leaves within a second.
+	// made for A arrives, and leaves, pushed: within 5 s, half the 10 s
+	// agents.sync_interval after which a reconciliation would have caught
+	// it (the propagation time itself, 17 ms median, is a benchmark's).
 	src, err := workloadapi.NewX509Source(t.Context(), workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+a.socket)))
 	if err != nil {
 		t.Fatal(err)
@@ -161,9 +163,9 @@ func TestAgentsEndToEnd(t *testing.T) {
 	}
 	run(t, false, wenv, bin, "workload", "validate", "--audience", "other", "--svid", jwt)
 	out := run(t, true, env, bin, "entry", "create", "--spiffe-id", id("on-a-2"), "--parent", parent("node-a"), "--selector", uid)
-	waitFor("new entry", time.Second, func(ids []string) bool { return slices.Contains(ids, id("on-a-2")) })
+	waitFor("new entry", 5*time.Second, func(ids []string) bool { return slices.Contains(ids, id("on-a-2")) })
 	run(t, true, env, bin, "entry", "delete", entryIDFrom(t, out))
-	waitFor("deleted entry", time.Second, func(ids []string) bool { return len(ids) == 1 && ids[0] == id("on-a") })
+	waitFor("deleted entry", 5*time.Second, func(ids []string) bool { return len(ids) == 1 && ids[0] == id("on-a") })
 	if ids, _ := servedIDs(t, a.socket); slices.Contains(ids, id("on-b")) {
 		t.Fatal("A serves B's identity")
 	}
