@@ -302,7 +302,7 @@ func TestLegoProfiles(t *testing.T) {
 // acme.validation_wait is answered "processing" with Retry-After, and
 // the authorization turns valid later.
 func TestACMEValidationWait(t *testing.T) {
-	r, ka := startACME(t, func(c *config.Config) { c.ACME.ValidationWait = config.Duration(200 * time.Millisecond) })
+	r, ka := startACME(t, func(c *config.Config) { c.ACME.ValidationWait = config.Duration(time.Second) })
 	user, _ := r.legoAccount(t, ka, nil)
 	core, err := api.New(r.legoHTTP(), "sigil-test", r.adminURL+"/acme/directory", user.reg.Location, user.key)
 	if err != nil {
@@ -336,7 +336,7 @@ func TestACMEValidationWait(t *testing.T) {
 		t.Fatalf("a quick validation: %+v", done.Challenge)
 	}
 	ka.mu.Lock()
-	ka.delay = time.Second
+	ka.delay = 3 * time.Second
 	ka.mu.Unlock()
 	done, azURL := challenge("slow.localhost")
 	if done.Status != acme.StatusProcessing || done.RetryAfter != time.Second {
