@@ -29,12 +29,8 @@ accounts created with it may order only those names and the names under them
 rejectedIdentifier.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var k server.EABKey
-			if err := c.do(cmd.Context(), "POST", "/v1/acme/eab", server.EABRequest{SPIFFEID: spiffeID, Domains: domains}, &k); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/acme/eab", server.EABRequest{SPIFFEID: spiffeID, Domains: domains}, &k); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Key ID    %s\nHMAC key  %s\n", k.KeyID, k.HMACKey)

@@ -44,12 +44,8 @@ func agentTokenCmd(cf *clientFlags) *cobra.Command {
 		Short: "Make a single-use join token (shown once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.JoinTokenResponse
-			if err := c.do(cmd.Context(), "POST", "/v1/agents/join-tokens", server.JoinTokenRequest{NodeID: nodeID, TTL: ttl, Groups: groups}, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/agents/join-tokens", server.JoinTokenRequest{NodeID: nodeID, TTL: ttl, Groups: groups}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), out.Token)
@@ -79,10 +75,6 @@ func agentListCmd(cf *clientFlags) *cobra.Command {
 		Short: "List attested agents",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{"limit": {strconv.Itoa(limit)}}
 			if after != "" {
 				q.Set("after", after)
@@ -90,7 +82,7 @@ func agentListCmd(cf *clientFlags) *cobra.Command {
 			var out struct {
 				Agents []server.AgentJSON `json:"agents"`
 			}
-			if err := c.do(cmd.Context(), "GET", "/v1/agents?"+q.Encode(), nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "GET", "/v1/agents?"+q.Encode(), nil, &out); err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
@@ -120,12 +112,8 @@ func agentEvictCmd(cf *clientFlags) *cobra.Command {
 		Short: "Evict an agent: its SVID and every certificate signed for its workloads are revoked, its sync stream ends",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.AgentJSON
-			if err := c.do(cmd.Context(), "POST", "/v1/agents/"+url.PathEscape(args[0])+"/evict", struct{}{}, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/agents/"+url.PathEscape(args[0])+"/evict", struct{}{}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "evicted %s (%s) at %s\n", out.NodeID, out.SPIFFEID, out.EvictedAt)

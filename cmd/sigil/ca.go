@@ -75,13 +75,9 @@ func issueCmd(cf *clientFlags) *cobra.Command {
 				keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 				clear(kder)
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.IssueResponse
 			req := server.IssueRequest{CSR: string(csrPEM), SPIFFEID: spiffeID, DNSNames: dns, IPAddresses: ips, Profile: profile, TTL: ttl}
-			if err := c.do(cmd.Context(), "POST", "/v1/ca/issue", req, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/ca/issue", req, &out); err != nil {
 				return err
 			}
 			if err := os.MkdirAll(outDir, 0o755); err != nil {
@@ -138,12 +134,8 @@ func revokeCmd(cf *clientFlags) *cobra.Command {
 			if _, err := server.ParseReason(reason); err != nil {
 				return err
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.CertInfo
-			if err := c.do(cmd.Context(), "POST", "/v1/ca/revoke", server.RevokeRequest{Serial: serial, Reason: reason}, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/ca/revoke", server.RevokeRequest{Serial: serial, Reason: reason}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Revoked %s (%s) at %s: %s\n", out.Serial, out.Subject, out.RevokedAt, out.Reason)
@@ -206,16 +198,12 @@ func rotateIntermediateCmd(cf *clientFlags) *cobra.Command {
 		Short: "Make a new intermediate when the active one is due (or now, with --force); the old one stays in the bundle until it expires",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out struct {
 				Rotated  bool   `json:"rotated"`
 				Active   string `json:"active"`
 				NotAfter string `json:"not_after"`
 			}
-			if err := c.do(cmd.Context(), "POST", "/v1/ca/rotate?force="+strconv.FormatBool(force), nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/ca/rotate?force="+strconv.FormatBool(force), nil, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Rotated %t; active intermediate %s until %s\n", out.Rotated, out.Active, out.NotAfter)
@@ -242,12 +230,8 @@ pick with --preferred-chain "<that CA's common name>".`,
 			if err != nil {
 				return err
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.CrossAdded
-			if err := c.do(cmd.Context(), "POST", "/v1/ca/cross", server.CrossRequest{Certificate: string(pemBytes)}, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/ca/cross", server.CrossRequest{Certificate: string(pemBytes)}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Cross-certificate %s from %s, valid until %s\n", out.ID, out.Issuer, out.NotAfter)
@@ -263,14 +247,10 @@ func rotateJWTCmd(cf *clientFlags) *cobra.Command {
 		Short: "Make a new JWT-SVID signing key sign from now on; the old key stays in the bundle until its tokens expire",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out struct {
 				KID string `json:"kid"`
 			}
-			if err := c.do(cmd.Context(), "POST", "/v1/jwt/rotate", nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/jwt/rotate", nil, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "JWT-SVID signing key %s signs from now on\n", out.KID)

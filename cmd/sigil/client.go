@@ -176,3 +176,13 @@ func (c *client) raw(ctx context.Context, path string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// do makes a client from the flags and sends one request with it, as
+// client.do does.
+func (f *clientFlags) do(ctx context.Context, method, path string, in, out any) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, method, path, in, out)
+}

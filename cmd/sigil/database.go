@@ -84,16 +84,12 @@ func dbListCmd(cf *clientFlags, k dbKind) *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out struct {
 				Data struct {
 					Keys []string `json:"keys"`
 				} `json:"data"`
 			}
-			if err := c.do(cmd.Context(), "GET", "/v1/database/"+k.api, nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "GET", "/v1/database/"+k.api, nil, &out); err != nil {
 				return fmt.Errorf("listing %ss: %w", k.noun, err)
 			}
 			if format == "json" {
@@ -115,11 +111,7 @@ func dbDeleteCmd(cf *clientFlags, k dbKind, short string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "DELETE", dbPath(k.api, args[0]), nil, nil); err != nil {
+			if err := cf.do(cmd.Context(), "DELETE", dbPath(k.api, args[0]), nil, nil); err != nil {
 				return fmt.Errorf("deleting %s %s: %w", k.noun, args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Deleted %s %s\n", k.noun, args[0])
@@ -140,14 +132,10 @@ func dbReadCmd[T any](cf *clientFlags, k dbKind, show func(w io.Writer, name str
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out struct {
 				Data T `json:"data"`
 			}
-			if err := c.do(cmd.Context(), "GET", dbPath(k.api, args[0]), nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "GET", dbPath(k.api, args[0]), nil, &out); err != nil {
 				return fmt.Errorf("reading %s %s: %w", k.noun, args[0], err)
 			}
 			if format == "json" {
@@ -256,11 +244,7 @@ lines are visible to every user in ps.`,
 				return errors.New("--max-open-connections is 0 (the driver's default) or more")
 			}
 			req.Password = pw
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "POST", dbPath("config", args[0]), req, nil); err != nil {
+			if err := cf.do(cmd.Context(), "POST", dbPath("config", args[0]), req, nil); err != nil {
 				return fmt.Errorf("writing connection %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Wrote connection %s\n", args[0])
@@ -354,11 +338,7 @@ and stored sealed; from then on only Sigil knows it. The URL must hold
 {{username}} and {{password}}, and the connection a username.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "POST", "/v1/database/rotate-root/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/database/rotate-root/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return fmt.Errorf("rotating the admin password of %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Rotated the admin password of connection %s\n", args[0])
@@ -480,11 +460,7 @@ func dbRoleWriteCmd(cf *clientFlags) *cobra.Command {
 			if r.MaxTTL, err = durationFlag(cmd, "max-ttl", maxTTL); err != nil {
 				return err
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "POST", dbPath("roles", args[0]), r, nil); err != nil {
+			if err := cf.do(cmd.Context(), "POST", dbPath("roles", args[0]), r, nil); err != nil {
 				return fmt.Errorf("writing role %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Wrote role %s\n", args[0])
@@ -554,11 +530,7 @@ func dbStaticWriteCmd(cf *clientFlags) *cobra.Command {
 			if r.RotationPeriod, err = durationFlag(cmd, "rotation-period", period); err != nil {
 				return err
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "POST", dbPath("static-roles", args[0]), r, nil); err != nil {
+			if err := cf.do(cmd.Context(), "POST", dbPath("static-roles", args[0]), r, nil); err != nil {
 				return fmt.Errorf("writing static role %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Wrote static role %s; the password of %s is rotated\n", args[0], r.Username)
@@ -582,11 +554,7 @@ func dbStaticRotateCmd(cf *clientFlags) *cobra.Command {
 		Short: "Rotate a static role's password now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "POST", "/v1/database/rotate-role/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/database/rotate-role/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return fmt.Errorf("rotating static role %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Rotated the password of static role %s\n", args[0])
@@ -723,10 +691,6 @@ func leaseListCmd() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			path := "/v1/sys/leases/lookup"
 			if len(args) == 1 && args[0] != "" {
 				path += "/" + escapePath(args[0])
@@ -736,7 +700,7 @@ func leaseListCmd() *cobra.Command {
 					Leases []server.LeaseJSON `json:"leases"`
 				} `json:"data"`
 			}
-			if err := c.do(cmd.Context(), "GET", path, nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "GET", path, nil, &out); err != nil {
 				return fmt.Errorf("listing leases: %w", err)
 			}
 			w := cmd.OutOrStdout()

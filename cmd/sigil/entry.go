@@ -63,14 +63,10 @@ func entryCreateCmd(cf *clientFlags) *cobra.Command {
 		Short: "Create a registration entry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			req := server.EntryJSON{SPIFFEID: f.spiffeID, ParentID: f.parent, Selectors: f.selectors,
 				X509SVIDTTL: f.x509TTL, JWTSVIDTTL: f.jwtTTL, DNSNames: f.dns, Hint: f.hint}
 			var out server.EntryJSON
-			if err := c.do(cmd.Context(), "POST", "/v1/entries", req, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/entries", req, &out); err != nil {
 				return err
 			}
 			printEntry(cmd.OutOrStdout(), out)
@@ -91,10 +87,6 @@ func entryListCmd(cf *clientFlags) *cobra.Command {
 		Short: "List registration entries",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{"limit": {strconv.Itoa(limit)}}
 			for k, v := range map[string]string{"spiffe_id": spiffeID, "selector": selector, "after": after} {
 				if v != "" {
@@ -104,7 +96,7 @@ func entryListCmd(cf *clientFlags) *cobra.Command {
 			var out struct {
 				Entries []server.EntryJSON `json:"entries"`
 			}
-			if err := c.do(cmd.Context(), "GET", "/v1/entries?"+q.Encode(), nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "GET", "/v1/entries?"+q.Encode(), nil, &out); err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
@@ -128,12 +120,8 @@ func entryShowCmd(cf *clientFlags) *cobra.Command {
 		Short: "Show one registration entry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.EntryJSON
-			if err := c.do(cmd.Context(), "GET", "/v1/entries/"+url.PathEscape(args[0]), nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "GET", "/v1/entries/"+url.PathEscape(args[0]), nil, &out); err != nil {
 				return err
 			}
 			printEntry(cmd.OutOrStdout(), out)
@@ -199,11 +187,7 @@ func entryDeleteCmd(cf *clientFlags) *cobra.Command {
 		Short: "Delete a registration entry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "DELETE", "/v1/entries/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cf.do(cmd.Context(), "DELETE", "/v1/entries/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Deleted entry %s\n", args[0])

@@ -116,12 +116,8 @@ func unsealCmd(cf *clientFlags) *cobra.Command {
 					return err
 				}
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var st sealStatus
-			if err := c.do(cmd.Context(), "PUT", "/v1/sys/unseal", server.UnsealRequest{Key: share}, &st); err != nil {
+			if err := cf.do(cmd.Context(), "PUT", "/v1/sys/unseal", server.UnsealRequest{Key: share}, &st); err != nil {
 				return err
 			}
 			st.print(cmd.OutOrStdout())
@@ -152,12 +148,8 @@ func sealStatusCmd(cf *clientFlags, use, short, method, path string) *cobra.Comm
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var st sealStatus
-			if err := c.do(cmd.Context(), method, path, nil, &st); err != nil {
+			if err := cf.do(cmd.Context(), method, path, nil, &st); err != nil {
 				return err
 			}
 			st.print(cmd.OutOrStdout())
@@ -172,14 +164,10 @@ func rotateCmd(cf *clientFlags) *cobra.Command {
 		Short: "Add a new barrier keyring term; new writes use it, old data stays readable",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out struct {
 				Term uint32 `json:"term"`
 			}
-			if err := c.do(cmd.Context(), "PUT", "/v1/sys/rotate", nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "PUT", "/v1/sys/rotate", nil, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Keyring rotated; new writes use key term %d\n", out.Term)

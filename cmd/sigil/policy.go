@@ -52,12 +52,8 @@ func policyWriteCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.PolicyJSON
-			if err := c.do(cmd.Context(), "PUT", policyPath(args[0]), server.PolicyJSON{Policy: doc}, &out); err != nil {
+			if err := cf.do(cmd.Context(), "PUT", policyPath(args[0]), server.PolicyJSON{Policy: doc}, &out); err != nil {
 				return fmt.Errorf("writing policy %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Wrote policy %s (revision %d)\n", out.Name, out.Revision)
@@ -93,12 +89,8 @@ func policyReadCmd(cf *clientFlags) *cobra.Command {
 		Short: "Print a policy's YAML document as stored (revision and time go to stderr)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.PolicyJSON
-			if err := c.do(cmd.Context(), "GET", policyPath(args[0]), nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "GET", policyPath(args[0]), nil, &out); err != nil {
 				return fmt.Errorf("reading policy %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "# policy %s, revision %d, updated %s\n", out.Name, out.Revision, out.UpdatedAt)
@@ -118,14 +110,10 @@ func policyListCmd(cf *clientFlags) *cobra.Command {
 		Short: "List policy names, one per line",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out struct {
 				Policies []string `json:"policies"`
 			}
-			if err := c.do(cmd.Context(), "GET", "/v1/policies", nil, &out); err != nil {
+			if err := cf.do(cmd.Context(), "GET", "/v1/policies", nil, &out); err != nil {
 				return fmt.Errorf("listing policies: %w", err)
 			}
 			for _, n := range out.Policies {
@@ -142,11 +130,7 @@ func policyDeleteCmd(cf *clientFlags) *cobra.Command {
 		Short: "Delete a policy; what it granted is no longer granted, what it denied is no longer denied",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "DELETE", policyPath(args[0]), nil, nil); err != nil {
+			if err := cf.do(cmd.Context(), "DELETE", policyPath(args[0]), nil, nil); err != nil {
 				return fmt.Errorf("deleting policy %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Deleted policy %s\n", args[0])
@@ -176,12 +160,8 @@ Prints "allowed: ..." or "denied: ..." and exits 0 either way, unless
 request that failed).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
 			var out server.PolicyCheckResponse
-			if err := c.do(cmd.Context(), "POST", "/v1/policies/check", req, &out); err != nil {
+			if err := cf.do(cmd.Context(), "POST", "/v1/policies/check", req, &out); err != nil {
 				return fmt.Errorf("checking policy: %w", err)
 			}
 			verdict := "denied"
